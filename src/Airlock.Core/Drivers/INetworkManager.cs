@@ -1,0 +1,21 @@
+using System.Net.Sockets;
+using Airlock.Core.Sandboxes;
+
+namespace Airlock.Core.Drivers;
+
+/// <summary>Creates and removes a sandbox's own network namespace and link.</summary>
+public interface INetworkManager
+{
+    /// <summary>Creates namespace, veth pair, addresses, routes and the default-deny firewall.</summary>
+    Task<SandboxNetwork> CreateAsync(string sandboxId, CancellationToken cancellationToken);
+
+    Task DeleteAsync(SandboxNetwork network, CancellationToken cancellationToken);
+
+    /// <summary>Namespaces and interfaces on the host that look like ours, by sandbox id.</summary>
+    Task<IReadOnlyCollection<string>> FindLeftoversAsync(CancellationToken cancellationToken);
+
+    Task DeleteLeftoverAsync(string sandboxId, CancellationToken cancellationToken);
+
+    /// <summary>Opens a TCP connection from the host to a port inside the sandbox over its link.</summary>
+    Task<Socket> ConnectAsync(SandboxNetwork network, int port, CancellationToken cancellationToken);
+}

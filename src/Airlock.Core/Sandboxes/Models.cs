@@ -1,0 +1,89 @@
+namespace Airlock.Core.Sandboxes;
+
+/// <summary>Resource limits applied to one sandbox (cgroups for process/container, VM size for microvm).</summary>
+public sealed record SandboxLimits
+{
+    public int MemoryMiB { get; init; } = 512;
+    public int Pids { get; init; } = 256;
+    /// <summary>CPU quota in millicores (1000 = one core).</summary>
+    public int CpuMillis { get; init; } = 1000;
+    public int VCpus { get; init; } = 1;
+}
+
+/// <summary>What a sandbox really got. Every field is measured or configured, never assumed.</summary>
+public sealed record BoundaryReport
+{
+    public required string Boundary { get; init; }
+    public required string Driver { get; init; }
+    /// <summary>Runtime or VMM and its version, e.g. "bubblewrap 0.8.0".</summary>
+    public string? Runtime { get; init; }
+    /// <summary>"kvm" or "tcg" for microvm; null otherwise.</summary>
+    public string? Accelerator { get; init; }
+    /// <summary>Kernel the sandbox's processes see (the host's for process/container).</summary>
+    public required string Kernel { get; init; }
+    /// <summary>Seccomp profile name and SHA-256 of the compiled filter.</summary>
+    public string? Seccomp { get; init; }
+    public string? Cgroup { get; init; }
+    public bool? UserNamespace { get; init; }
+    public required SandboxLimits Limits { get; init; }
+    public required string Network { get; init; }
+    /// <summary>Set when the caller consented to a weaker boundary than requested and got one.</summary>
+    public string? Downgrade { get; init; }
+}
+
+/// <summary>The network link Airlock made for a sandbox.</summary>
+public sealed record SandboxNetwork
+{
+    /// <summary>Network namespace name under /run/netns.</summary>
+    public required string Namespace { get; init; }
+    /// <summary>Host-side veth interface; host connections to the sandbox bind to it (SO_BINDTODEVICE).</summary>
+    public required string HostInterface { get; init; }
+    public required string HostAddress { get; init; }
+    /// <summary>The fixed address every sandbox has inside its namespace.</summary>
+    public required string SandboxAddress { get; init; }
+    public int Index { get; init; }
+}
+
+/// <summary>Everything a driver needs to start one sandbox.</summary>
+public sealed record SandboxLaunch
+{
+    public required string SandboxId { get; init; }
+    public required string TemplateId { get; init; }
+    /// <summary>Template root filesystem directory (read-only lower layer).</summary>
+    public required string RootFs { get; init; }
+    /// <summary>Per-sandbox state directory (overlay upper/work, logs, seccomp filter).</summary>
+    public required string StateDir { get; init; }
+    public required string AccessToken { get; init; }
+    public required SandboxLimits Limits { get; init; }
+    public required SandboxNetwork Network { get; init; }
+    public IReadOnlyDictionary<string, string> EnvVars { get; init; } = new Dictionary<string, string>();
+    /// <summary>Path of the guest agent binary on the host.</summary>
+    public required string GuestAgentPath { get; init; }
+    /// <summary>Whether the sandbox survives airlockd exiting (kept for re-adoption) or dies with it.</summary>
+    public bool KeepOnShutdown { get; init; }
+    public string Hostname { get; init; } = "sandbox";
+}
+
+/// <summary>A sandbox as stored.</summary>
+public sealed record SandboxRecord
+{
+    public required string SandboxId { get; init; }
+    public required string TenantId { get; init; }
+    public required string TemplateId { get; init; }
+    public required BoundaryKind Boundary { get; init; }
+    public required SandboxState State { get; init; }
+    public string? FailureReason { get; init; }
+    public required DateTimeOffset CreatedAt { get; init; }
+    public required DateTimeOffset EndAt { get; init; }
+    public required string AccessTokenHash { get; init; }
+    /// <summary>The access token, kept only while the sandbox lives so airlockd can reach the agent after a restart.</summary>
+    public string? AccessToken { get; init; }
+    public IReadOnlyDictionary<string, string> Metadata { get; init; } = new Dictionary<string, string>();
+    public IReadOnlyDictionary<string, string> EnvVars { get; init; } = new Dictionary<string, string>();
+    public BoundaryReport? Report { get; init; }
+    public SandboxNetwork? Network { get; init; }
+    public SandboxLimits Limits { get; init; } = new();
+    /// <summary>Host PID of the sandbox's supervisor process (bwrap, runc, qemu) when running.</summary>
+    public int? HostPid { get; init; }
+    public string OnTimeout { get; init; } = "kill";
+}
