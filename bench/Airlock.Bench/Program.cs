@@ -1,0 +1,101 @@
+// Whole-system benchmark of the process boundary: airlockd (in-process, real HTTP, YARP, netns, bwrap, agent) against
+// raw bubblewrap doing the same work on the same rootfs in the same run. Prints medians and ratios.
+using System.Diagnostics;
+using System.Globalization;
+using Airlock.Core.Api;
+using Airlock.Envd.Client;
+using Airlock.Testing;
+
+var createRuns = Arg("--create-runs", 10);
+var execRuns = Arg("--exec-runs", 200);
+var rawRuns = Arg("--raw-runs", 20);
+var rootfs = Path.Combine(AirlockHost.TemplatesDir, "base", "rootfs");
+
+await using var host = await AirlockHost.StartAsync();
+try
+{
+    // Warm: build the template once, JIT the path.
+    var warm = await host.CreateSandboxAsync();
+    await host.RunAsync(warm, "true");
+    await host.Http.DeleteAsync($"/sandboxes/{warm.SandboxId}");
+
+    var create = new List<double>();
+    for (var i = 0; i < createRuns; i++)
+    {
+        var sw = Stopwatch.StartNew();
+        var sb = await host.CreateSandboxAsync();
+        await foreach (var output in host.Envd(sb).StartAsync(new ProcessSpec { Command = "/bin/echo", Args = ["hi"] }, CancellationToken.None))
+        {
+            if (output is ProcessStdout)
+            {
+                create.Add(sw.Elapsed.TotalMilliseconds);
+                break;
+            }
+        }
+
+        await host.Http.DeleteAsync($"/sandboxes/{sb.SandboxId}");
+    }
+
+    var running = await host.CreateSandboxAsync();
+    var envd = host.Envd(running);
+    var exec = new List<double>();
+    for (var i = 0; i < execRuns; i++)
+    {
+        var sw = Stopwatch.StartNew();
+        await foreach (var _ in envd.StartAsync(new ProcessSpec { Command = "/bin/true" }, CancellationToken.None))
+        {
+        }
+
+        exec.Add(sw.Elapsed.TotalMilliseconds);
+    }
+
+    await host.Http.DeleteAsync($"/sandboxes/{running.SandboxId}");
+
+    var rawFirst = new List<double>();
+    var rawExit = new List<double>();
+    for (var i = 0; i < rawRuns; i++)
+    {
+        var (first, exit) = await RawBwrapAsync(rootfs);
+        rawFirst.Add(first);
+        rawExit.Add(exit);
+    }
+
+    Console.WriteLine(CultureInfo.InvariantCulture, $"# process boundary benchmark, {DateTime.UtcNow:yyyy-MM-dd HH:mm} UTC, {Environment.ProcessorCount} cores, kernel {Environment.OSVersion.Version}");
+    Console.WriteLine(CultureInfo.InvariantCulture, $"airlock create->first output     p50 {P(create, 50),8:F1} ms  p90 {P(create, 90),8:F1} ms  (n={create.Count})");
+    Console.WriteLine(CultureInfo.InvariantCulture, $"raw bwrap spawn->first output    p50 {P(rawFirst, 50),8:F1} ms  p90 {P(rawFirst, 90),8:F1} ms  (n={rawFirst.Count})");
+    Console.WriteLine(CultureInfo.InvariantCulture, $"ratio create / raw bwrap         {P(create, 50) / P(rawFirst, 50),8:F2}x  (goal <= 3x)");
+    Console.WriteLine(CultureInfo.InvariantCulture, $"airlock exec round trip (true)   p50 {P(exec, 50),8:F2} ms  p90 {P(exec, 90),8:F2} ms  (n={exec.Count}, goal p50 <= 5 ms)");
+    Console.WriteLine(CultureInfo.InvariantCulture, $"raw bwrap spawn->exit (true)     p50 {P(rawExit, 50),8:F2} ms  (n={rawExit.Count})");
+    Console.WriteLine(CultureInfo.InvariantCulture, $"ratio exec / raw bwrap spawn     {P(exec, 50) / P(rawExit, 50),8:F2}x");
+}
+finally
+{
+    host.DeleteDataDir();
+}
+
+static async Task<(double First, double Exit)> RawBwrapAsync(string rootfs)
+{
+    var start = new ProcessStartInfo("bwrap", ["--ro-bind", rootfs, "/", "--proc", "/proc", "--dev", "/dev", "--unshare-all", "--die-with-parent", "--new-session", "/bin/echo", "hi"])
+    {
+        RedirectStandardOutput = true,
+    };
+    var sw = Stopwatch.StartNew();
+    using var process = Process.Start(start)!;
+    var buffer = new char[16];
+    await process.StandardOutput.ReadAsync(buffer);
+    var first = sw.Elapsed.TotalMilliseconds;
+    await process.WaitForExitAsync();
+    return (first, sw.Elapsed.TotalMilliseconds);
+}
+
+static double P(List<double> values, int percentile)
+{
+    var sorted = values.Order().ToList();
+    return sorted[Math.Clamp((int)Math.Ceiling(percentile / 100.0 * sorted.Count) - 1, 0, sorted.Count - 1)];
+}
+
+int Arg(string name, int fallback)
+{
+    var i = Array.IndexOf(args, name);
+    return i >= 0 && i + 1 < args.Length ? int.Parse(args[i + 1], CultureInfo.InvariantCulture) : fallback;
+}

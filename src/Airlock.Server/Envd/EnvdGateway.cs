@@ -1,0 +1,298 @@
+using System.Security.Cryptography;
+using Airlock.Core.Auditing;
+using Airlock.Envd;
+using Airlock.Envd.Inspection;
+using Airlock.Server.Api;
+using Airlock.Server.Auth;
+using Airlock.Server.Sandboxes;
+using Microsoft.AspNetCore.Http;
+using Microsoft.AspNetCore.Http.Features;
+using Microsoft.AspNetCore.WebUtilities;
+using Microsoft.Net.Http.Headers;
+using Yarp.ReverseProxy.Forwarder;
+
+namespace Airlock.Server.Envd;
+
+/// <summary>
+/// Routes envd traffic (<c>&lt;port&gt;-&lt;id&gt;.&lt;domain&gt;</c> or <c>E2b-Sandbox-Id</c>/<c>E2b-Sandbox-Port</c>) to a
+/// sandbox's agent over its namespace link, after checking the sandbox's access token.
+/// </summary>
+/// <remarks>
+/// This is the one place every process start and file write passes through: it records them in the audit chain
+/// (and is where policy gates go). Bodies are forwarded unchanged.
+/// <code>
+/// match ─ sandbox running? ─ port allowed? ─ token ok? ─ inspect (Start argv | upload path,size,sha256) ─ forward (YARP)
+///       ─ record (process.start / process.exit from the response stream / file.write on 2xx)
+/// </code>
+/// </remarks>
+internal sealed class EnvdGateway(SandboxManager manager, SandboxConnector connector, IHttpForwarder forwarder, AirlockServerOptions options)
+{
+    private const int MaxStartBody = 1 << 20;
+    private static readonly ForwarderRequestConfig ForwardConfig = new() { ActivityTimeout = TimeSpan.FromMinutes(15), AllowResponseBuffering = false };
+
+    public static bool TryMatch(HttpRequest request, string domain, out string sandboxId, out int port)
+    {
+        sandboxId = "";
+        port = 0;
+        var idHeader = request.Headers["E2b-Sandbox-Id"].ToString();
+        if (idHeader.Length > 0)
+        {
+            sandboxId = idHeader.Trim();
+            return int.TryParse(request.Headers["E2b-Sandbox-Port"].ToString(), out port) || (port = -1) < 0;
+        }
+
+        // Host form: <port>-<sandboxId>.<domain>
+        var host = request.Host.Host;
+        var suffix = "." + domain;
+        if (!host.EndsWith(suffix, StringComparison.OrdinalIgnoreCase))
+        {
+            return false;
+        }
+
+        var label = host[..^suffix.Length];
+        var dash = label.IndexOf('-', StringComparison.Ordinal);
+        if (dash <= 0 || label.Contains('.', StringComparison.Ordinal) || !int.TryParse(label.AsSpan(0, dash), out port))
+        {
+            return false;
+        }
+
+        sandboxId = label[(dash + 1)..];
+        return true;
+    }
+
+    public async Task HandleAsync(HttpContext context, string sandboxId, int port)
+    {
+        if (port is < 1 or > 65535)
+        {
+            await ApiProblem.WriteAsync(context, 400, "invalid_port", "E2b-Sandbox-Port must be a port number.");
+            return;
+        }
+
+        if (!SandboxManager.ValidId(sandboxId) || !manager.TryGetLive(sandboxId, out var live))
+        {
+            await ApiProblem.WriteAsync(context, 404, "sandbox_not_found", $"Sandbox {sandboxId} is not running (it may have been killed or timed out).");
+            return;
+        }
+
+        if (port != EnvdProtocol.Port)
+        {
+            await ApiProblem.WriteAsync(context, 502, "port_not_exposed", $"Port {port} of sandbox {sandboxId} is not reachable: only the guest agent (port {EnvdProtocol.Port}) is routed in this version.");
+            return;
+        }
+
+        if (!ApiKeys.Matches(context.Request.Headers["X-Access-Token"].ToString(), live.Record.AccessTokenHash))
+        {
+            await ApiProblem.WriteAsync(context, 401, "invalid_access_token", $"Missing or wrong X-Access-Token for sandbox {sandboxId}.");
+            return;
+        }
+
+        var path = context.Request.Path.Value ?? "";
+        var method = context.Request.Method;
+        var observeProcess = false;
+        List<UploadedFile>? uploads = null;
+
+        if (HttpMethods.IsPost(method) && path == "/process.Process/Start")
+        {
+            var summary = await InspectStartAsync(context);
+            if (summary is null)
+            {
+                await ApiProblem.WriteAsync(context, 400, "invalid_argument", "process start request could not be read.");
+                return;
+            }
+
+            await manager.AuditAsync(AuditKinds.ProcessStart, live.Record, AuditJson.Object(
+                ("command", summary.Command),
+                ("args", summary.Args),
+                ("cwd", summary.Cwd),
+                ("user", summary.User),
+                ("envNames", summary.EnvNames)), context.RequestAborted);
+            observeProcess = true;
+        }
+        else if (HttpMethods.IsPost(method) && path == "/files")
+        {
+            uploads = await InspectUploadAsync(context);
+            if (uploads is null)
+            {
+                return; // error already written
+            }
+        }
+
+        var originalBody = context.Response.Body;
+        ObservingStream? observing = null;
+        if (observeProcess)
+        {
+            observing = new ObservingStream(originalBody, context);
+            context.Response.Body = observing;
+        }
+
+        ForwarderError error;
+        try
+        {
+            error = await forwarder.SendAsync(context, SandboxConnector.BaseUri(sandboxId, port).ToString(), connector.Invoker, ForwardConfig, HttpTransformer.Default);
+        }
+        finally
+        {
+            context.Response.Body = originalBody;
+        }
+
+        if (error != ForwarderError.None && !context.Response.HasStarted)
+        {
+            await ApiProblem.WriteAsync(context, 502, "sandbox_unreachable", $"Sandbox {sandboxId}'s agent did not answer ({error}).");
+        }
+
+        if (observing?.Observer is { } observer && (observer.Pid is not null || observer.Ended))
+        {
+            await manager.AuditAsync(AuditKinds.ProcessExit, live.Record, AuditJson.Object(
+                ("pid", observer.Pid),
+                ("exitCode", observer.ExitCode),
+                ("status", observer.Ended ? observer.Status : "stream closed before the process ended")), CancellationToken.None);
+        }
+
+        if (uploads is not null && context.Response.StatusCode is >= 200 and < 300 && error == ForwarderError.None)
+        {
+            foreach (var upload in uploads)
+            {
+                await manager.AuditAsync(AuditKinds.FileWrite, live.Record, AuditJson.Object(
+                    ("path", upload.Path), ("size", upload.Size), ("sha256", upload.Sha256)), CancellationToken.None);
+            }
+        }
+    }
+
+    private static async Task<StartRequestSummary?> InspectStartAsync(HttpContext context)
+    {
+        var request = context.Request;
+        if (request.ContentLength > MaxStartBody)
+        {
+            return null;
+        }
+
+        request.EnableBuffering(MaxStartBody);
+        using var buffer = new MemoryStream();
+        await request.Body.CopyToAsync(buffer, context.RequestAborted);
+        if (buffer.Length > MaxStartBody)
+        {
+            return null;
+        }
+
+        request.Body.Position = 0;
+        return EnvdInspector.TryReadStartRequest(buffer.GetBuffer().AsSpan(0, (int)buffer.Length), request.ContentType, out var summary) ? summary : null;
+    }
+
+    /// <summary>Reads an upload once (spooled to disk past 64 KiB by ASP.NET buffering) to learn each file's path, size and hash.</summary>
+    private async Task<List<UploadedFile>?> InspectUploadAsync(HttpContext context)
+    {
+        var request = context.Request;
+        var limit = options.MaxUploadBytes;
+        if (request.ContentLength > limit)
+        {
+            await ApiProblem.WriteAsync(context, 413, "body_too_large", $"Upload is {request.ContentLength} bytes; the limit is {limit}.");
+            return null;
+        }
+
+        if (context.Features.Get<IHttpMaxRequestBodySizeFeature>() is { IsReadOnly: false } sizeFeature)
+        {
+            sizeFeature.MaxRequestBodySize = limit;
+        }
+
+        var queryPath = request.Query["path"].ToString();
+        var files = new List<UploadedFile>();
+        request.EnableBuffering(bufferThreshold: 64 * 1024, bufferLimit: limit);
+        try
+        {
+            if (MediaTypeHeaderValue.TryParse(request.ContentType, out var mediaType) && mediaType.MediaType.Equals("multipart/form-data", StringComparison.OrdinalIgnoreCase))
+            {
+                var boundary = HeaderUtilities.RemoveQuotes(mediaType.Boundary).Value;
+                if (string.IsNullOrEmpty(boundary))
+                {
+                    await ApiProblem.WriteAsync(context, 400, "invalid_multipart", "multipart/form-data without a boundary.");
+                    return null;
+                }
+
+                var reader = new MultipartReader(boundary, request.Body) { BodyLengthLimit = limit };
+                while (await reader.ReadNextSectionAsync(context.RequestAborted) is { } section)
+                {
+                    var fileName = ContentDispositionHeaderValue.TryParse(section.ContentDisposition, out var disposition)
+                        ? HeaderUtilities.RemoveQuotes(disposition.FileName).Value ?? HeaderUtilities.RemoveQuotes(disposition.Name).Value
+                        : null;
+                    var (size, sha) = await HashAsync(section.Body, context.RequestAborted);
+                    files.Add(new UploadedFile(queryPath.Length > 0 ? queryPath : fileName ?? "", size, sha));
+                }
+            }
+            else
+            {
+                var (size, sha) = await HashAsync(request.Body, context.RequestAborted);
+                files.Add(new UploadedFile(queryPath, size, sha));
+            }
+        }
+        catch (BadHttpRequestException ex) when (ex.StatusCode == StatusCodes.Status413PayloadTooLarge)
+        {
+            await ApiProblem.WriteAsync(context, 413, "body_too_large", $"Upload exceeds the limit of {limit} bytes.");
+            return null;
+        }
+        catch (Exception ex) when (ex is InvalidDataException or IOException && !context.RequestAborted.IsCancellationRequested)
+        {
+            await ApiProblem.WriteAsync(context, 400, "invalid_upload", $"Upload could not be read: {ex.Message}");
+            return null;
+        }
+
+        request.Body.Position = 0;
+        return files;
+    }
+
+    private static async Task<(long Size, string Sha256)> HashAsync(Stream body, CancellationToken cancellationToken)
+    {
+        using var hash = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
+        var buffer = new byte[81920];
+        long size = 0;
+        int read;
+        while ((read = await body.ReadAsync(buffer, cancellationToken)) > 0)
+        {
+            hash.AppendData(buffer, 0, read);
+            size += read;
+        }
+
+        return (size, Convert.ToHexStringLower(hash.GetHashAndReset()));
+    }
+
+    private sealed record UploadedFile(string Path, long Size, string Sha256);
+
+    /// <summary>Passes response bytes through unchanged while feeding them to the process stream observer.</summary>
+    private sealed class ObservingStream(Stream inner, HttpContext context) : Stream
+    {
+        /// <summary>Created at the first response byte, when the response content type (codec) is known.</summary>
+        public ProcessStreamObserver? Observer { get; private set; }
+
+        public override bool CanRead => false;
+        public override bool CanSeek => false;
+        public override bool CanWrite => true;
+        public override long Length => throw new NotSupportedException();
+        public override long Position { get => throw new NotSupportedException(); set => throw new NotSupportedException(); }
+
+        private void Observe(ReadOnlySpan<byte> data)
+        {
+            Observer ??= new ProcessStreamObserver(context.Response.ContentType);
+            Observer.Feed(data);
+        }
+
+        public override void Write(byte[] buffer, int offset, int count)
+        {
+            Observe(buffer.AsSpan(offset, count));
+            inner.Write(buffer, offset, count);
+        }
+
+        public override async ValueTask WriteAsync(ReadOnlyMemory<byte> buffer, CancellationToken cancellationToken = default)
+        {
+            Observe(buffer.Span);
+            await inner.WriteAsync(buffer, cancellationToken);
+        }
+
+        public override Task WriteAsync(byte[] buffer, int offset, int count, CancellationToken cancellationToken) =>
+            WriteAsync(buffer.AsMemory(offset, count), cancellationToken).AsTask();
+
+        public override void Flush() => inner.Flush();
+        public override Task FlushAsync(CancellationToken cancellationToken) => inner.FlushAsync(cancellationToken);
+        public override int Read(byte[] buffer, int offset, int count) => throw new NotSupportedException();
+        public override long Seek(long offset, SeekOrigin origin) => throw new NotSupportedException();
+        public override void SetLength(long value) => throw new NotSupportedException();
+    }
+}

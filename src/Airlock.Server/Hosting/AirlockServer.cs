@@ -1,0 +1,221 @@
+using Airlock.Audit;
+using Airlock.Core.Api;
+using Airlock.Core.Auditing;
+using Airlock.Core.Drivers;
+using Airlock.Core.Sandboxes;
+using Airlock.Core.Storage;
+using Airlock.Server.Api;
+using Airlock.Server.Auth;
+using Airlock.Server.Envd;
+using Airlock.Server.Sandboxes;
+using Airlock.Storage;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Hosting;
+using Microsoft.AspNetCore.Http;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Options;
+
+namespace Airlock.Server;
+
+/// <summary>airlockd: composition root.</summary>
+public static class AirlockServer
+{
+    /// <summary>Runs airlockd until <paramref name="cancellationToken"/> fires or the host is asked to stop.</summary>
+    public static async Task<int> RunAsync(AirlockServerOptions options, Action<string>? onBootstrapKey, CancellationToken cancellationToken)
+    {
+        var app = await BuildAsync(options, onBootstrapKey, configureServices: null, cancellationToken);
+        await using (app)
+        {
+            await app.RunAsync(cancellationToken);
+        }
+
+        return 0;
+    }
+
+    /// <summary>What each boundary can offer on this host, and why not.</summary>
+    public static async Task<IReadOnlyList<DriverAvailability>> DoctorAsync(AirlockServerOptions options, CancellationToken cancellationToken)
+    {
+        var results = new List<DriverAvailability>();
+        foreach (var driver in CreateDrivers(options))
+        {
+            results.Add(await driver.ProbeAsync(cancellationToken));
+        }
+
+        var missingNet = await Airlock.Networking.NetnsNetworkManager.ProbeAsync(cancellationToken);
+        results.Add(new DriverAvailability(BoundaryKind.Process, "netns+nftables", missingNet.Count == 0,
+            missingNet.Count == 0 ? "per-sandbox network namespaces with default-deny nftables" : string.Join("; ", missingNet)) { Missing = missingNet });
+        return results;
+    }
+
+    /// <summary>Builds (but does not start) airlockd; tests use this to host it in-process.</summary>
+    public static async Task<WebApplication> BuildAsync(
+        AirlockServerOptions options,
+        Action<string>? onBootstrapKey,
+        Action<IServiceCollection>? configureServices,
+        CancellationToken cancellationToken)
+    {
+        var validation = new AirlockServerOptionsValidator().Validate(null, options);
+        if (validation.Failed)
+        {
+            throw new OptionsValidationException(nameof(AirlockServerOptions), typeof(AirlockServerOptions), validation.Failures);
+        }
+
+        Directory.CreateDirectory(options.DataDir);
+        File.SetUnixFileMode(options.DataDir, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
+
+        var builder = WebApplication.CreateSlimBuilder();
+        builder.WebHost.UseUrls(options.Listen);
+        builder.WebHost.ConfigureKestrel(k => k.Limits.MaxRequestBodySize = options.MaxUploadBytes);
+        builder.Logging.AddSimpleConsole(o => { o.SingleLine = true; o.TimestampFormat = "HH:mm:ss.fff "; });
+        builder.Services.Configure<HostOptions>(h => h.ShutdownTimeout = TimeSpan.FromSeconds(30));
+
+        var services = builder.Services;
+        services.AddSingleton(options);
+        services.AddSingleton(TimeProvider.System);
+        configureServices?.Invoke(services);
+
+        var time = services.BuildServiceProvider().GetRequiredService<TimeProvider>();
+        var store = await SqliteStore.OpenAsync(options.DataDir, time, cancellationToken);
+        await store.MigrateAsync(cancellationToken);
+        services.AddSingleton<IStore>(_ => store); // factory registration: the container disposes it on shutdown
+        services.AddSingleton<AuditChain>(sp => new AuditChain(sp.GetRequiredService<IStore>(), sp.GetRequiredService<TimeProvider>()));
+        services.AddSingleton<IAuditLog>(sp => sp.GetRequiredService<AuditChain>());
+        foreach (var driver in CreateDrivers(options))
+        {
+            services.AddSingleton(driver);
+        }
+
+        services.AddSingleton<INetworkManager>(sp => new Airlock.Networking.NetnsNetworkManager(
+            new Airlock.Networking.NetworkOptions { StateDir = Path.Combine(options.DataDir, "network") },
+            sp.GetRequiredService<ILogger<Airlock.Networking.NetnsNetworkManager>>()));
+        var templatesDir = options.TemplatesDir ?? Environment.GetEnvironmentVariable("AIRLOCK_TEMPLATES_DIR") ?? Path.Combine(options.DataDir, "templates");
+        services.AddSingleton(new Airlock.Templates.TemplateCatalog());
+        services.AddSingleton(sp => new Airlock.Templates.BaseTemplateBuilder(templatesDir, sp.GetRequiredService<ILogger<Airlock.Templates.BaseTemplateBuilder>>()));
+        services.AddSingleton<TemplateProvider>();
+        services.AddSingleton<SandboxConnector>();
+        services.AddSingleton<SandboxManager>();
+        services.AddSingleton<EnvdGateway>();
+        services.AddSingleton<ApiKeyAuthenticator>();
+        services.AddHostedService<SandboxLifecycleService>();
+        services.AddHttpForwarder();
+        services.AddOpenApi("v1", o => o.AddDocumentTransformer((doc, _, _) =>
+        {
+            doc.Info = new() { Title = "Airlock API", Version = "v1", Description = "E2B-shaped control API of airlockd. Authenticate with X-API-Key." };
+            return Task.CompletedTask;
+        }));
+        services.ConfigureHttpJsonOptions(j => j.SerializerOptions.TypeInfoResolverChain.Insert(0, ApiJsonContext.Default));
+
+        var app = builder.Build();
+        await BootstrapAsync(app.Services, options, onBootstrapKey, cancellationToken);
+
+        app.Use(HandleErrorsAsync);
+        app.Use(RouteEnvdAsync);
+        app.Use(AuthenticateAsync);
+        app.MapOpenApi("/openapi/{documentName}.json");
+        ControlApi.Map(app);
+        return app;
+    }
+
+    private static IEnumerable<ISandboxDriver> CreateDrivers(AirlockServerOptions options)
+    {
+        yield return new Airlock.Boundaries.Process.BubblewrapDriver(new Airlock.Boundaries.Process.BubblewrapOptions { DataDir = options.DataDir });
+        yield return new Airlock.Boundaries.UnavailableDriver(BoundaryKind.Container, "runc",
+            "the container boundary is not implemented yet (issue 5: OCI runtime driver)", ["container driver (runc bundle writer, seccomp profile, cgroup limits)"]);
+        yield return new Airlock.Boundaries.UnavailableDriver(BoundaryKind.MicroVm, "qemu",
+            "the microvm boundary is not implemented yet (issue 4: QEMU driver, guest kernel and initramfs)", ["qemu driver", "guest kernel + initramfs", "template disk image"]);
+    }
+
+    private static async Task BootstrapAsync(IServiceProvider services, AirlockServerOptions options, Action<string>? onBootstrapKey, CancellationToken cancellationToken)
+    {
+        var store = services.GetRequiredService<IStore>();
+        if ((await store.ListTenantsAsync(cancellationToken)).Count > 0)
+        {
+            return;
+        }
+
+        var time = services.GetRequiredService<TimeProvider>();
+        var tenant = await store.CreateTenantAsync("default", cancellationToken);
+        var key = ApiKeys.NewApiKey();
+        var keyId = ApiKeys.NewId();
+        await store.AddApiKeyAsync(new ApiKeyRecord(keyId, tenant.TenantId, ApiKeys.Hash(key), "bootstrap", time.GetUtcNow()), cancellationToken);
+        var path = Path.Combine(options.DataDir, "bootstrap-key");
+        await using (var file = new FileStream(path, new FileStreamOptions { Mode = FileMode.Create, Access = FileAccess.Write, UnixCreateMode = UnixFileMode.UserRead | UnixFileMode.UserWrite }))
+        await using (var writer = new StreamWriter(file))
+        {
+            await writer.WriteLineAsync(key.AsMemory(), cancellationToken);
+        }
+
+        File.SetUnixFileMode(path, UnixFileMode.UserRead | UnixFileMode.UserWrite);
+        await services.GetRequiredService<IAuditLog>().AppendAsync(
+            new AuditEntry(AuditKinds.ApiKeyCreated, tenant.TenantId, null, AuditJson.Object(("keyId", keyId), ("tenantId", tenant.TenantId), ("name", "bootstrap"))), cancellationToken);
+        ServerLog.BootstrapKey(services.GetRequiredService<ILoggerFactory>().CreateLogger("Airlock.Server"), path);
+        onBootstrapKey?.Invoke(key);
+    }
+
+    private static async Task HandleErrorsAsync(HttpContext context, Func<Task> next)
+    {
+        try
+        {
+            await next();
+        }
+        catch (ApiProblem problem) when (!context.Response.HasStarted)
+        {
+            await ApiProblem.WriteAsync(context, problem.Status, problem.ErrorCode, problem.Message);
+        }
+        catch (BadHttpRequestException ex) when (!context.Response.HasStarted)
+        {
+            await ApiProblem.WriteAsync(context, ex.StatusCode, ex.StatusCode == 413 ? "body_too_large" : "bad_request", ex.Message);
+        }
+        catch (OperationCanceledException) when (context.RequestAborted.IsCancellationRequested)
+        {
+            // client went away
+        }
+        catch (Exception ex) when (!context.Response.HasStarted)
+        {
+            ServerLog.Unexpected(context.RequestServices.GetRequiredService<ILoggerFactory>().CreateLogger("Airlock.Server"), ex, context.Request.Path);
+            await ApiProblem.WriteAsync(context, 500, "internal_error", "Internal error; see airlockd's log.");
+        }
+    }
+
+    private static async Task RouteEnvdAsync(HttpContext context, Func<Task> next)
+    {
+        var options = context.RequestServices.GetRequiredService<AirlockServerOptions>();
+        if (EnvdGateway.TryMatch(context.Request, options.Domain, out var sandboxId, out var port))
+        {
+            await context.RequestServices.GetRequiredService<EnvdGateway>().HandleAsync(context, sandboxId, port);
+            return;
+        }
+
+        await next();
+    }
+
+    private static async Task AuthenticateAsync(HttpContext context, Func<Task> next)
+    {
+        var path = context.Request.Path;
+        if (path == "/health" || path.StartsWithSegments("/openapi"))
+        {
+            await next();
+            return;
+        }
+
+        var tenant = await context.RequestServices.GetRequiredService<ApiKeyAuthenticator>().AuthenticateAsync(context.Request, context.RequestAborted);
+        if (tenant is null)
+        {
+            await ApiProblem.WriteAsync(context, 401, "unauthorized", "Missing or invalid API key (send it as X-API-Key).");
+            return;
+        }
+
+        context.Items[ControlApi.TenantItem] = tenant;
+        await next();
+    }
+}
+
+/// <summary>Reconciles on start; kills or keeps sandboxes on stop.</summary>
+internal sealed class SandboxLifecycleService(SandboxManager manager) : IHostedService
+{
+    public Task StartAsync(CancellationToken cancellationToken) => manager.ReconcileAsync(cancellationToken);
+
+    public Task StopAsync(CancellationToken cancellationToken) => manager.ShutdownAsync(cancellationToken);
+}

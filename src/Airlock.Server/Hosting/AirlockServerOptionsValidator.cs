@@ -1,0 +1,37 @@
+using Microsoft.Extensions.Options;
+
+namespace Airlock.Server;
+
+internal sealed class AirlockServerOptionsValidator : IValidateOptions<AirlockServerOptions>
+{
+    public ValidateOptionsResult Validate(string? name, AirlockServerOptions options)
+    {
+        var failures = new List<string>();
+        if (!Uri.TryCreate(options.Listen, UriKind.Absolute, out var listen) || listen.Scheme is not ("http" or "https"))
+        {
+            failures.Add($"Listen must be an http(s) URL, got '{options.Listen}'.");
+        }
+
+        if (string.IsNullOrWhiteSpace(options.DataDir) || !Path.IsPathRooted(options.DataDir))
+        {
+            failures.Add($"DataDir must be an absolute path, got '{options.DataDir}'.");
+        }
+
+        if (options.DefaultTimeoutSeconds <= 0 || options.DefaultTimeoutSeconds > options.MaxTimeoutSeconds)
+        {
+            failures.Add($"DefaultTimeoutSeconds must be in 1..{options.MaxTimeoutSeconds}.");
+        }
+
+        if (string.IsNullOrWhiteSpace(options.Domain) || options.Domain.Contains('/', StringComparison.Ordinal))
+        {
+            failures.Add("Domain must be a host name.");
+        }
+
+        if (options.GuestAgentPath is { } agent && !File.Exists(agent))
+        {
+            failures.Add($"GuestAgentPath '{agent}' does not exist (build it: dotnet publish src/Airlock.Guest -c Release -r linux-x64 -o artifacts/guest).");
+        }
+
+        return failures.Count == 0 ? ValidateOptionsResult.Success : ValidateOptionsResult.Fail(failures);
+    }
+}

@@ -1,0 +1,19 @@
+using Airlock.Core.Drivers;
+using Airlock.Core.Sandboxes;
+
+namespace Airlock.Server.Sandboxes;
+
+/// <summary>A sandbox this airlockd owns right now: its record, the driver's instance, its timeout timer.</summary>
+internal sealed class LiveSandbox(SandboxRecord record, ISandboxInstance instance)
+{
+    public SemaphoreSlim Gate { get; } = new(1, 1);
+
+    public SandboxRecord Record { get; set; } = record;
+
+    public ISandboxInstance Instance { get; } = instance;
+
+    public ITimer? TimeoutTimer { get; set; }
+
+    /// <summary>Set once a kill or failure has begun, so the exit watcher does not report it as a crash.</summary>
+    public bool Ending { get; set; }
+}

@@ -1,0 +1,681 @@
+using System.Collections.Concurrent;
+using System.Diagnostics;
+using System.Text.Json;
+using Airlock.Core.Api;
+using Airlock.Core.Auditing;
+using Airlock.Core.Drivers;
+using Airlock.Core.Sandboxes;
+using Airlock.Core.Storage;
+using Airlock.Envd;
+using Airlock.Envd.Client;
+using Airlock.Server.Api;
+using Airlock.Server.Auth;
+using Microsoft.Extensions.Logging;
+
+namespace Airlock.Server.Sandboxes;
+
+/// <summary>
+/// Owns every sandbox's lifecycle on this node.
+/// </summary>
+/// <remarks>
+/// <code>
+/// create:  validate ─ pick boundary (never weaker without consent) ─ store(creating) ─ audit create
+///          ─ template rootfs ─ netns link ─ driver start ─ agent health ─ store(running) ─ audit boundary ─ arm timeout
+/// end:     kill | timeout | entry process exit ─ driver kill ─ netns delete ─ state dir removed ─ store(killed|failed) ─ audit
+/// </code>
+/// </remarks>
+internal sealed class SandboxManager : IAsyncDisposable
+{
+    private static readonly SandboxState[] LiveStates = [SandboxState.Creating, SandboxState.Running, SandboxState.Pausing, SandboxState.Paused, SandboxState.Resuming];
+
+    private readonly ConcurrentDictionary<string, LiveSandbox> _live = new(StringComparer.Ordinal);
+    private readonly IStore _store;
+    private readonly IAuditLog _audit;
+    private readonly IReadOnlyDictionary<BoundaryKind, ISandboxDriver> _drivers;
+    private readonly INetworkManager _network;
+    private readonly SandboxConnector _connector;
+    private readonly TemplateProvider _templates;
+    private readonly TimeProvider _time;
+    private readonly AirlockServerOptions _options;
+    private readonly ILogger _logger;
+    private readonly string _guestAgentPath;
+    private readonly CancellationTokenSource _stopping = new();
+
+    public SandboxManager(
+        IStore store,
+        IAuditLog audit,
+        IEnumerable<ISandboxDriver> drivers,
+        INetworkManager network,
+        SandboxConnector connector,
+        TemplateProvider templates,
+        TimeProvider time,
+        AirlockServerOptions options,
+        ILogger<SandboxManager> logger)
+    {
+        _store = store;
+        _audit = audit;
+        _drivers = drivers.ToDictionary(d => d.Boundary);
+        _network = network;
+        _connector = connector;
+        _templates = templates;
+        _time = time;
+        _options = options;
+        _logger = logger;
+        _guestAgentPath = GuestAgentLocator.Find(options.GuestAgentPath);
+    }
+
+    public string SandboxesDir => Path.Combine(_options.DataDir, "sandboxes");
+
+    public IReadOnlyDictionary<BoundaryKind, ISandboxDriver> Drivers => _drivers;
+
+    public async Task<SandboxCreated> CreateAsync(string tenantId, NewSandboxRequest request, CancellationToken cancellationToken)
+    {
+        var templateId = string.IsNullOrWhiteSpace(request.TemplateId) ? "base" : request.TemplateId.Trim();
+        _templates.EnsureKnown(templateId);
+        var timeout = ValidateTimeout(request.Timeout ?? _options.DefaultTimeoutSeconds);
+        var env = ValidateEnv(request.EnvVars);
+        var metadata = ValidateMetadata(request.Metadata);
+        var limits = ValidateLimits(request);
+        var (boundary, risk, downgrade) = await ChooseBoundaryAsync(request, cancellationToken);
+
+        var running = _live.Values.Count(l => l.Record.TenantId == tenantId);
+        if (running >= _options.MaxSandboxesPerTenant)
+        {
+            throw new ApiProblem(429, "quota_exceeded", $"Tenant already runs {running} sandboxes (limit {_options.MaxSandboxesPerTenant}).");
+        }
+
+        var id = NewSandboxId();
+        var token = ApiKeys.NewAccessToken();
+        var now = _time.GetUtcNow();
+        var record = new SandboxRecord
+        {
+            SandboxId = id,
+            TenantId = tenantId,
+            TemplateId = templateId,
+            Boundary = boundary,
+            State = SandboxState.Creating,
+            CreatedAt = now,
+            EndAt = now.AddSeconds(timeout),
+            AccessTokenHash = ApiKeys.Hash(token),
+            AccessToken = token,
+            Metadata = metadata,
+            EnvVars = env,
+            Limits = limits,
+            OnTimeout = "kill",
+        };
+        await _store.InsertSandboxAsync(record, cancellationToken);
+        await AuditAsync(AuditKinds.SandboxCreate, record, AuditJson.Object(
+            ("templateId", templateId),
+            ("risk", risk.ToString().ToLowerInvariant()),
+            ("boundary", boundary.Name()),
+            ("timeoutSeconds", timeout),
+            ("metadataKeys", metadata.Keys.ToArray()),
+            ("envNames", env.Keys.ToArray()),
+            ("downgrade", downgrade)), cancellationToken);
+
+        var stopwatch = Stopwatch.StartNew();
+        SandboxNetwork? network = null;
+        ISandboxInstance? instance = null;
+        var stateDir = Path.Combine(SandboxesDir, id);
+        try
+        {
+            var rootfs = await _templates.GetRootFsAsync(templateId, cancellationToken);
+            Directory.CreateDirectory(stateDir);
+            network = await _network.CreateAsync(id, cancellationToken);
+            var launch = new SandboxLaunch
+            {
+                SandboxId = id,
+                TemplateId = templateId,
+                RootFs = rootfs,
+                StateDir = stateDir,
+                AccessToken = token,
+                Limits = limits,
+                Network = network,
+                EnvVars = env,
+                GuestAgentPath = _guestAgentPath,
+                KeepOnShutdown = _options.KeepSandboxesOnShutdown,
+                Hostname = "sandbox",
+            };
+            instance = await _drivers[boundary].StartAsync(launch, cancellationToken);
+            _connector.Register(id, network);
+            await WaitForAgentAsync(id, token, instance, cancellationToken);
+
+            var report = downgrade is null ? instance.Report : instance.Report with { Downgrade = downgrade };
+            record = record with { State = SandboxState.Running, Report = report, Network = network, HostPid = instance.HostPid };
+            await _store.UpdateSandboxAsync(record, cancellationToken);
+            await AuditAsync(AuditKinds.BoundaryGot, record, AuditJson.Object(("report", new AuditJson.RawJson(JsonSerializer.Serialize(report, ApiJsonContext.Default.BoundaryReport)))), cancellationToken);
+
+            var live = new LiveSandbox(record, instance);
+            _live[id] = live;
+            Arm(live);
+            Watch(live);
+            ServerLog.SandboxStarted(_logger, id, report.Boundary, report.Driver, stopwatch.ElapsedMilliseconds);
+            return new SandboxCreated
+            {
+                SandboxId = id,
+                TemplateId = templateId,
+                EnvdVersion = EnvdProtocol.Version,
+                EnvdAccessToken = token,
+                Domain = _options.Domain,
+                Boundary = report,
+            };
+        }
+        catch (Exception ex)
+        {
+            var reason = ex is OperationCanceledException ? "creation cancelled" : $"creation failed: {ex.Message}";
+            ServerLog.SandboxFailed(_logger, id, reason);
+            _connector.Unregister(id);
+            await CleanupAsync(id, boundary, instance, network, stateDir);
+            record = record with { State = SandboxState.Failed, FailureReason = reason, AccessToken = null };
+            await _store.UpdateSandboxAsync(record, CancellationToken.None);
+            await AuditAsync(AuditKinds.Failed, record, AuditJson.Object(("reason", reason)), CancellationToken.None);
+            if (ex is ApiProblem or OperationCanceledException)
+            {
+                throw;
+            }
+
+            throw new ApiProblem(500, "sandbox_start_failed", $"Sandbox {id} could not start: {ex.Message}");
+        }
+    }
+
+    public async Task<SandboxRecord> GetAsync(string tenantId, string sandboxId, CancellationToken cancellationToken)
+    {
+        var record = ValidId(sandboxId) ? await _store.GetSandboxAsync(tenantId, sandboxId, cancellationToken) : null;
+        return record ?? throw ApiProblem.NotFound("sandbox_not_found", $"Sandbox {sandboxId} not found.");
+    }
+
+    /// <summary>A sandbox that must be running; a killed or failed one is a clear 404.</summary>
+    public async Task<LiveSandbox> GetLiveAsync(string tenantId, string sandboxId, CancellationToken cancellationToken)
+    {
+        var record = await GetAsync(tenantId, sandboxId, cancellationToken);
+        if (_live.TryGetValue(record.SandboxId, out var live) && !live.Ending)
+        {
+            return live;
+        }
+
+        throw ApiProblem.NotFound("sandbox_not_running", record.State.IsTerminal()
+            ? $"Sandbox {sandboxId} is {record.State.ToString().ToLowerInvariant()}{(record.FailureReason is null ? "" : $" ({record.FailureReason})")}."
+            : $"Sandbox {sandboxId} is not running.");
+    }
+
+    /// <summary>Envd routing: the sandbox by id regardless of tenant (the access token is the credential there).</summary>
+    public bool TryGetLive(string sandboxId, out LiveSandbox live) =>
+        _live.TryGetValue(sandboxId, out live!) && !live.Ending;
+
+    public async Task<IReadOnlyList<SandboxRecord>> ListAsync(string tenantId, IReadOnlyCollection<SandboxState>? states, IReadOnlyDictionary<string, string> metadata, CancellationToken cancellationToken)
+    {
+        var records = await _store.ListSandboxesAsync(tenantId, states ?? LiveStates, cancellationToken);
+        return records
+            .Where(r => metadata.All(m => r.Metadata.TryGetValue(m.Key, out var v) && v == m.Value))
+            .OrderBy(r => r.CreatedAt)
+            .ToList();
+    }
+
+    public async Task KillAsync(string tenantId, string sandboxId, CancellationToken cancellationToken)
+    {
+        var live = await GetLiveAsync(tenantId, sandboxId, cancellationToken);
+        await EndAsync(live, SandboxState.Killed, "killed by request", AuditKinds.Kill, cancellationToken);
+    }
+
+    public async Task SetTimeoutAsync(string tenantId, string sandboxId, int seconds, CancellationToken cancellationToken)
+    {
+        var timeout = ValidateTimeout(seconds);
+        var live = await GetLiveAsync(tenantId, sandboxId, cancellationToken);
+        await live.Gate.WaitAsync(cancellationToken);
+        try
+        {
+            if (live.Ending)
+            {
+                throw ApiProblem.NotFound("sandbox_not_running", $"Sandbox {sandboxId} is not running.");
+            }
+
+            live.Record = live.Record with { EndAt = _time.GetUtcNow().AddSeconds(timeout) };
+            await _store.UpdateSandboxAsync(live.Record, cancellationToken);
+            Arm(live);
+        }
+        finally
+        {
+            live.Gate.Release();
+        }
+
+        await AuditAsync(AuditKinds.TimeoutChanged, live.Record, AuditJson.Object(("seconds", timeout), ("endAt", live.Record.EndAt)), cancellationToken);
+    }
+
+    public Task AuditAsync(string kind, SandboxRecord record, string data, CancellationToken cancellationToken) =>
+        _audit.AppendAsync(new AuditEntry(kind, record.TenantId, record.SandboxId, data), cancellationToken);
+
+    private void Arm(LiveSandbox live)
+    {
+        live.TimeoutTimer?.Dispose();
+        var due = live.Record.EndAt - _time.GetUtcNow();
+        if (due < TimeSpan.Zero)
+        {
+            due = TimeSpan.Zero;
+        }
+
+        var id = live.Record.SandboxId;
+        live.TimeoutTimer = _time.CreateTimer(_ => _ = OnTimeoutAsync(id), null, due, Timeout.InfiniteTimeSpan);
+    }
+
+    private async Task OnTimeoutAsync(string sandboxId)
+    {
+        if (!_live.TryGetValue(sandboxId, out var live) || live.Ending)
+        {
+            return;
+        }
+
+        try
+        {
+            if (live.Record.EndAt > _time.GetUtcNow())
+            {
+                Arm(live); // extended meanwhile
+                return;
+            }
+
+            await EndAsync(live, SandboxState.Killed, "timeout", AuditKinds.Timeout, _stopping.Token);
+        }
+        catch (Exception ex)
+        {
+            ServerLog.Unexpected(_logger, ex, "timeout");
+        }
+    }
+
+    private void Watch(LiveSandbox live) =>
+        _ = live.Instance.Exited.ContinueWith(
+            async exited =>
+            {
+                if (live.Ending || _stopping.IsCancellationRequested)
+                {
+                    return;
+                }
+
+                var reason = exited.IsCompletedSuccessfully ? $"entry process exited: {exited.Result}" : "entry process lost";
+                try
+                {
+                    await EndAsync(live, SandboxState.Failed, reason, AuditKinds.Failed, CancellationToken.None);
+                }
+                catch (Exception ex)
+                {
+                    ServerLog.Unexpected(_logger, ex, "exit watcher");
+                }
+            },
+            CancellationToken.None,
+            TaskContinuationOptions.None,
+            TaskScheduler.Default);
+
+    private async Task EndAsync(LiveSandbox live, SandboxState state, string reason, string auditKind, CancellationToken cancellationToken)
+    {
+        await live.Gate.WaitAsync(cancellationToken);
+        try
+        {
+            if (live.Ending)
+            {
+                return;
+            }
+
+            live.Ending = true;
+            live.TimeoutTimer?.Dispose();
+        }
+        finally
+        {
+            live.Gate.Release();
+        }
+
+        var id = live.Record.SandboxId;
+        _connector.Unregister(id);
+        await CleanupAsync(id, live.Record.Boundary, live.Instance, live.Record.Network, Path.Combine(SandboxesDir, id));
+        live.Record = live.Record with
+        {
+            State = state,
+            FailureReason = state == SandboxState.Failed ? reason : null,
+            AccessToken = null,
+            HostPid = null,
+            EndAt = _time.GetUtcNow(),
+        };
+        await _store.UpdateSandboxAsync(live.Record, CancellationToken.None);
+        _live.TryRemove(id, out _);
+        await AuditAsync(auditKind, live.Record, AuditJson.Object(("reason", reason)), CancellationToken.None);
+        ServerLog.SandboxEnded(_logger, id, reason);
+    }
+
+    private async Task CleanupAsync(string id, BoundaryKind boundary, ISandboxInstance? instance, SandboxNetwork? network, string stateDir)
+    {
+        try
+        {
+            using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(30));
+            if (instance is not null)
+            {
+                await instance.KillAsync(cts.Token);
+                await instance.DisposeAsync();
+            }
+
+            await _drivers[boundary].CleanupAsync(id, stateDir, cts.Token);
+            if (network is not null)
+            {
+                await _network.DeleteAsync(network, cts.Token);
+            }
+        }
+        catch (Exception ex)
+        {
+            ServerLog.CleanupFailed(_logger, ex, id);
+        }
+    }
+
+    private async Task WaitForAgentAsync(string id, string token, ISandboxInstance instance, CancellationToken cancellationToken)
+    {
+        using var http = _connector.CreateClient(TimeSpan.FromSeconds(2));
+        var client = new EnvdClient(http, new EnvdClientOptions { BaseAddress = SandboxConnector.BaseUri(id, EnvdProtocol.Port), AccessToken = token });
+        var deadline = _time.GetUtcNow().AddSeconds(30);
+        string? last = null;
+        while (_time.GetUtcNow() < deadline)
+        {
+            cancellationToken.ThrowIfCancellationRequested();
+            if (instance.Exited.IsCompleted)
+            {
+                throw new InvalidOperationException($"the sandbox's entry process exited before the agent was ready: {await instance.Exited}");
+            }
+
+            try
+            {
+                if (await client.HealthAsync(cancellationToken))
+                {
+                    return;
+                }
+            }
+            catch (Exception ex) when (ex is HttpRequestException or IOException or TaskCanceledException && !cancellationToken.IsCancellationRequested)
+            {
+                last = ex.Message;
+            }
+
+            await Task.Delay(TimeSpan.FromMilliseconds(20), _time, cancellationToken);
+        }
+
+        throw new TimeoutException($"guest agent did not become healthy within 30 s ({last ?? "no answer"})");
+    }
+
+    private async Task<(BoundaryKind Boundary, Risk Risk, string? Downgrade)> ChooseBoundaryAsync(NewSandboxRequest request, CancellationToken cancellationToken)
+    {
+        var risk = _options.DefaultRisk;
+        if (request.Risk is not null && !BoundaryMapping.TryParseRisk(request.Risk, out risk))
+        {
+            throw ApiProblem.BadRequest("invalid_risk", $"risk must be low, medium or high, got '{request.Risk}'.");
+        }
+
+        var required = BoundaryMapping.ForRisk(risk);
+        var allowDowngrade = request.AllowDowngrade == true;
+        var target = required;
+        if (request.Boundary is not null)
+        {
+            if (!BoundaryMapping.TryParse(request.Boundary, out target))
+            {
+                throw ApiProblem.BadRequest("invalid_boundary", $"boundary must be process, container or microvm, got '{request.Boundary}'.");
+            }
+
+            if (request.Risk is null && target < required)
+            {
+                // Naming a boundary without a risk class asks for exactly that boundary.
+                required = target;
+            }
+
+            if (target < required && !allowDowngrade)
+            {
+                throw ApiProblem.BadRequest("boundary_too_weak", $"risk '{risk.ToString().ToLowerInvariant()}' requires the {required.Name()} boundary; {target.Name()} is weaker. Set allowDowngrade to consent.");
+            }
+        }
+
+        var availability = await _drivers[target].ProbeAsync(cancellationToken);
+        if (availability.Available)
+        {
+            return (target, risk, target < required ? $"requested {required.Name()}, caller consented to {target.Name()}" : null);
+        }
+
+        ServerLog.BoundaryUnavailable(_logger, target.Name(), availability.Detail);
+        if (allowDowngrade)
+        {
+            for (var weaker = target - 1; weaker >= BoundaryKind.Process; weaker--)
+            {
+                if (_drivers.TryGetValue(weaker, out var driver) && (await driver.ProbeAsync(cancellationToken)).Available)
+                {
+                    return (weaker, risk, $"{target.Name()} unavailable ({availability.Detail}); caller allowed downgrade to {weaker.Name()}");
+                }
+            }
+        }
+
+        var missing = availability.Missing.Count > 0 ? $" Missing: {string.Join("; ", availability.Missing)}." : "";
+        throw new ApiProblem(422, "boundary_unavailable", $"The {target.Name()} boundary is not available on this host: {availability.Detail}.{missing} Airlock never picks a weaker boundary silently; ask for a weaker risk class or set allowDowngrade.");
+    }
+
+    private int ValidateTimeout(int seconds) =>
+        seconds <= 0 || seconds > _options.MaxTimeoutSeconds
+            ? throw ApiProblem.BadRequest("invalid_timeout", $"timeout must be between 1 and {_options.MaxTimeoutSeconds} seconds, got {seconds}.")
+            : seconds;
+
+    private SandboxLimits ValidateLimits(NewSandboxRequest request)
+    {
+        var limits = _options.DefaultLimits;
+        if (request.MemoryMB is { } memory)
+        {
+            if (memory < 64 || memory > _options.MaxMemoryMiB)
+            {
+                throw ApiProblem.BadRequest("invalid_memory", $"memoryMB must be between 64 and {_options.MaxMemoryMiB}, got {memory}.");
+            }
+
+            limits = limits with { MemoryMiB = memory };
+        }
+
+        if (request.CpuCount is { } cpus)
+        {
+            if (cpus < 1 || cpus > _options.MaxCpuCount)
+            {
+                throw ApiProblem.BadRequest("invalid_cpu_count", $"cpuCount must be between 1 and {_options.MaxCpuCount}, got {cpus}.");
+            }
+
+            limits = limits with { CpuMillis = cpus * 1000, VCpus = cpus };
+        }
+
+        return limits;
+    }
+
+    private static Dictionary<string, string> ValidateEnv(Dictionary<string, string>? env)
+    {
+        var result = new Dictionary<string, string>(StringComparer.Ordinal);
+        foreach (var (name, value) in env ?? [])
+        {
+            if (name.Length is 0 or > 256 || name.Contains('=', StringComparison.Ordinal) || name.Contains('\0', StringComparison.Ordinal) || name.StartsWith("AIRLOCK_", StringComparison.Ordinal))
+            {
+                throw ApiProblem.BadRequest("invalid_env", $"envVars name '{name}' is not allowed.");
+            }
+
+            if (value is null || value.Contains('\0', StringComparison.Ordinal) || value.Length > 32 * 1024)
+            {
+                throw ApiProblem.BadRequest("invalid_env", $"envVars value for '{name}' is not allowed (NUL byte or longer than 32 KiB).");
+            }
+
+            result[name] = value;
+        }
+
+        return result.Count > 128 ? throw ApiProblem.BadRequest("invalid_env", "at most 128 envVars.") : result;
+    }
+
+    private static Dictionary<string, string> ValidateMetadata(Dictionary<string, string>? metadata)
+    {
+        var result = new Dictionary<string, string>(StringComparer.Ordinal);
+        foreach (var (key, value) in metadata ?? [])
+        {
+            if (key.Length is 0 or > 256 || value is null || value.Length > 4096)
+            {
+                throw ApiProblem.BadRequest("invalid_metadata", $"metadata key '{key}' or its value is invalid (key 1-256 chars, value at most 4096).");
+            }
+
+            result[key] = value;
+        }
+
+        return result.Count > 64 ? throw ApiProblem.BadRequest("invalid_metadata", "at most 64 metadata entries.") : result;
+    }
+
+    public static bool ValidId(string id) => id.Length == 20 && id.All(c => c is >= 'a' and <= 'z' or >= '0' and <= '9');
+
+    private static string NewSandboxId()
+    {
+        const string alphabet = "abcdefghijklmnopqrstuvwxyz0123456789";
+        return string.Create(20, 0, static (span, _) =>
+        {
+            for (var i = 0; i < span.Length; i++)
+            {
+                span[i] = alphabet[System.Security.Cryptography.RandomNumberGenerator.GetInt32(alphabet.Length)];
+            }
+        });
+    }
+
+    /// <summary>Startup reconcile: re-adopt what survived, clean what did not, record every action.</summary>
+    public async Task<IReadOnlyList<string>> ReconcileAsync(CancellationToken cancellationToken)
+    {
+        var actions = new List<string>();
+        var adopted = new HashSet<string>(StringComparer.Ordinal);
+        foreach (var record in await _store.ListSandboxesAsync(null, LiveStates, cancellationToken))
+        {
+            var stateDir = Path.Combine(SandboxesDir, record.SandboxId);
+            ISandboxInstance? instance = null;
+            if (record.State == SandboxState.Running && record.Network is { } net && record.AccessToken is { } token && _drivers.TryGetValue(record.Boundary, out var driver))
+            {
+                var launch = new SandboxLaunch
+                {
+                    SandboxId = record.SandboxId,
+                    TemplateId = record.TemplateId,
+                    RootFs = "",
+                    StateDir = stateDir,
+                    AccessToken = token,
+                    Limits = record.Limits,
+                    Network = net,
+                    EnvVars = record.EnvVars,
+                    GuestAgentPath = _guestAgentPath,
+                    KeepOnShutdown = true,
+                };
+                try
+                {
+                    instance = await driver.AdoptAsync(record, launch, cancellationToken);
+                    if (instance is not null)
+                    {
+                        _connector.Register(record.SandboxId, net);
+                        using var health = new CancellationTokenSource(TimeSpan.FromSeconds(5));
+                        using var linked = CancellationTokenSource.CreateLinkedTokenSource(health.Token, cancellationToken);
+                        await WaitForAgentAsync(record.SandboxId, token, instance, linked.Token);
+                    }
+                }
+                catch (Exception ex) when (ex is not OperationCanceledException || !cancellationToken.IsCancellationRequested)
+                {
+                    actions.Add($"sandbox {record.SandboxId}: could not re-adopt ({ex.Message})");
+                    _connector.Unregister(record.SandboxId);
+                    if (instance is not null)
+                    {
+                        await instance.DisposeAsync();
+                    }
+
+                    instance = null;
+                }
+            }
+
+            if (instance is not null)
+            {
+                var live = new LiveSandbox(record with { HostPid = instance.HostPid }, instance);
+                _live[record.SandboxId] = live;
+                Arm(live);
+                Watch(live);
+                adopted.Add(record.SandboxId);
+                actions.Add($"sandbox {record.SandboxId}: re-adopted (pid {instance.HostPid})");
+                continue;
+            }
+
+            await CleanupAsync(record.SandboxId, record.Boundary, null, record.Network, stateDir);
+            var failed = record with { State = SandboxState.Failed, FailureReason = "lost while airlockd was down", AccessToken = null, HostPid = null };
+            await _store.UpdateSandboxAsync(failed, cancellationToken);
+            await AuditAsync(AuditKinds.Failed, failed, AuditJson.Object(("reason", failed.FailureReason)), cancellationToken);
+            actions.Add($"sandbox {record.SandboxId}: was {record.State.ToString().ToLowerInvariant()}, cleaned and marked failed");
+        }
+
+        var leftovers = new HashSet<string>(StringComparer.Ordinal);
+        foreach (var driver in _drivers.Values)
+        {
+            foreach (var id in await driver.FindLeftoversAsync(cancellationToken))
+            {
+                if (!adopted.Contains(id) && leftovers.Add(id))
+                {
+                    foreach (var line in await driver.CleanupAsync(id, Path.Combine(SandboxesDir, id), cancellationToken))
+                    {
+                        actions.Add($"orphan {id}: {line}");
+                    }
+                }
+            }
+        }
+
+        foreach (var id in await _network.FindLeftoversAsync(cancellationToken))
+        {
+            if (!adopted.Contains(id))
+            {
+                await _network.DeleteLeftoverAsync(id, cancellationToken);
+                actions.Add($"orphan {id}: network namespace and link removed");
+            }
+        }
+
+        if (Directory.Exists(SandboxesDir))
+        {
+            foreach (var dir in Directory.EnumerateDirectories(SandboxesDir))
+            {
+                var id = Path.GetFileName(dir);
+                if (!adopted.Contains(id) && !_live.ContainsKey(id))
+                {
+                    foreach (var driver in _drivers.Values)
+                    {
+                        await driver.CleanupAsync(id, dir, cancellationToken);
+                    }
+
+                    if (Directory.Exists(dir))
+                    {
+                        Directory.Delete(dir, recursive: true);
+                    }
+
+                    actions.Add($"orphan {id}: state directory removed");
+                }
+            }
+        }
+
+        foreach (var action in actions)
+        {
+            ServerLog.Reconciled(_logger, action);
+        }
+
+        await _audit.AppendAsync(new AuditEntry(AuditKinds.Reconcile, null, null, AuditJson.Object(("actions", actions))), cancellationToken);
+        return actions;
+    }
+
+    /// <summary>Graceful shutdown: kill every sandbox, or detach them for re-adoption when configured to keep them.</summary>
+    public async Task ShutdownAsync(CancellationToken cancellationToken)
+    {
+        await _stopping.CancelAsync();
+        var all = _live.Values.ToList();
+        if (_options.KeepSandboxesOnShutdown)
+        {
+            foreach (var live in all)
+            {
+                live.TimeoutTimer?.Dispose();
+                await live.Instance.DetachAsync();
+            }
+
+            ServerLog.Shutdown(_logger, all.Count, "kept running");
+            return;
+        }
+
+        await Task.WhenAll(all.Select(live => EndAsync(live, SandboxState.Killed, "airlockd shutdown", AuditKinds.Kill, cancellationToken)));
+        ServerLog.Shutdown(_logger, all.Count, "killed");
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        if (!_stopping.IsCancellationRequested)
+        {
+            await ShutdownAsync(CancellationToken.None);
+        }
+
+        _stopping.Dispose();
+    }
+}

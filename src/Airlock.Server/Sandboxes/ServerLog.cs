@@ -1,0 +1,33 @@
+using Microsoft.Extensions.Logging;
+
+namespace Airlock.Server.Sandboxes;
+
+internal static partial class ServerLog
+{
+    [LoggerMessage(1, LogLevel.Information, "Sandbox {SandboxId} running: {Boundary} via {Driver} in {ElapsedMs} ms")]
+    public static partial void SandboxStarted(ILogger logger, string sandboxId, string boundary, string driver, long elapsedMs);
+
+    [LoggerMessage(2, LogLevel.Warning, "Sandbox {SandboxId} failed: {Reason}")]
+    public static partial void SandboxFailed(ILogger logger, string sandboxId, string reason);
+
+    [LoggerMessage(3, LogLevel.Information, "Sandbox {SandboxId} ended: {Reason}")]
+    public static partial void SandboxEnded(ILogger logger, string sandboxId, string reason);
+
+    [LoggerMessage(4, LogLevel.Information, "Reconcile: {Action}")]
+    public static partial void Reconciled(ILogger logger, string action);
+
+    [LoggerMessage(5, LogLevel.Error, "Cleanup of sandbox {SandboxId} failed")]
+    public static partial void CleanupFailed(ILogger logger, Exception exception, string sandboxId);
+
+    [LoggerMessage(6, LogLevel.Warning, "Bootstrap API key written to {Path}")]
+    public static partial void BootstrapKey(ILogger logger, string path);
+
+    [LoggerMessage(7, LogLevel.Error, "Unexpected error in {Operation}")]
+    public static partial void Unexpected(ILogger logger, Exception exception, string operation);
+
+    [LoggerMessage(8, LogLevel.Information, "Shutdown: {Count} sandboxes {Action}")]
+    public static partial void Shutdown(ILogger logger, int count, string action);
+
+    [LoggerMessage(9, LogLevel.Warning, "Boundary {Boundary} unavailable: {Detail}")]
+    public static partial void BoundaryUnavailable(ILogger logger, string boundary, string detail);
+}

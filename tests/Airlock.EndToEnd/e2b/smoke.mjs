@@ -1,0 +1,44 @@
+// The real e2b SDK, unmodified, pointed at airlockd through its environment only
+// (E2B_API_URL, E2B_SANDBOX_URL, E2B_DOMAIN, E2B_API_KEY). Prints one JSON line with what it saw.
+import assert from 'node:assert/strict'
+import { Sandbox, CommandExitError } from 'e2b'
+
+const deadline = setTimeout(() => { console.error('smoke: overall deadline hit'); process.exit(2) }, 120_000)
+
+const sbx = await Sandbox.create('base', { timeoutMs: 120_000 })
+const seen = { sandboxId: sbx.sandboxId }
+try {
+  const chunks = []
+  const run = await sbx.commands.run('echo hello-from-airlock; for i in 1 2 3; do echo line$i; sleep 0.1; done; echo oops >&2', {
+    onStdout: (data) => chunks.push(data),
+  })
+  assert.equal(run.exitCode, 0)
+  assert.match(run.stdout, /hello-from-airlock\nline1\nline2\nline3/)
+  assert.equal(run.stderr.trim(), 'oops')
+  assert.ok(chunks.length >= 1, 'stdout was streamed through onStdout')
+  seen.streamedChunks = chunks.length
+
+  try {
+    await sbx.commands.run('exit 3')
+    assert.fail('a non-zero exit must throw CommandExitError')
+  } catch (e) {
+    assert.ok(e instanceof CommandExitError, `expected CommandExitError, got ${e}`)
+    assert.equal(e.exitCode, 3)
+  }
+
+  await sbx.files.write('/home/user/notes/hello.txt', 'written by the e2b SDK\n')
+  const text = await sbx.files.read('/home/user/notes/hello.txt')
+  assert.equal(text, 'written by the e2b SDK\n')
+  const entries = await sbx.files.list('/home/user/notes')
+  assert.deepEqual(entries.map((e) => e.name), ['hello.txt'])
+  seen.listed = entries.map((e) => `${e.name}:${e.type}`)
+
+  const cat = await sbx.commands.run('cat /home/user/notes/hello.txt; id -un')
+  assert.equal(cat.stdout, 'written by the e2b SDK\nuser\n')
+  assert.equal(await sbx.isRunning(), true)
+} finally {
+  await sbx.kill()
+}
+seen.killed = true
+clearTimeout(deadline)
+console.log(JSON.stringify({ ok: true, ...seen }))

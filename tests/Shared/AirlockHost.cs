@@ -1,0 +1,206 @@
+using System.Net;
+using System.Net.Http.Json;
+using System.Net.Sockets;
+using Airlock.Core.Api;
+using Airlock.Envd;
+using Airlock.Envd.Client;
+using Airlock.Server;
+using Microsoft.AspNetCore.Builder;
+
+namespace Airlock.Testing;
+
+/// <summary>airlockd hosted in the test process on a free loopback port, with its own data directory.</summary>
+public sealed class AirlockHost : IAsyncDisposable
+{
+    private readonly WebApplication _app;
+    private readonly HashSet<string> _sandboxIds = [];
+
+    private AirlockHost(WebApplication app, AirlockServerOptions options, string apiKey)
+    {
+        _app = app;
+        Options = options;
+        ApiKey = apiKey;
+        BaseUrl = new Uri(options.Listen);
+        Http = NewClient(apiKey);
+    }
+
+    public AirlockServerOptions Options { get; }
+    public string ApiKey { get; }
+    public Uri BaseUrl { get; }
+    public HttpClient Http { get; }
+    public string DataDir => Options.DataDir;
+    public IServiceProvider Services => _app.Services;
+
+    public static string TemplatesDir => Environment.GetEnvironmentVariable("AIRLOCK_TEMPLATES_DIR") ?? "/var/lib/airlock/templates";
+
+    public static async Task<AirlockHost> StartAsync(Func<AirlockServerOptions, AirlockServerOptions>? configure = null, string? dataDir = null, CancellationToken cancellationToken = default)
+    {
+        var options = new AirlockServerOptions
+        {
+            Listen = $"http://127.0.0.1:{FreePort()}",
+            DataDir = dataDir ?? Path.Combine(Path.GetTempPath(), "airlock-test-" + Guid.NewGuid().ToString("N")[..12]),
+            TemplatesDir = TemplatesDir,
+        };
+        options = configure?.Invoke(options) ?? options;
+        string? key = null;
+        var app = await AirlockServer.BuildAsync(options, k => key = k, null, cancellationToken);
+        await app.StartAsync(cancellationToken);
+        key ??= (await File.ReadAllTextAsync(Path.Combine(options.DataDir, "bootstrap-key"), cancellationToken)).Trim();
+        return new AirlockHost(app, options, key);
+    }
+
+    public HttpClient NewClient(string? apiKey)
+    {
+        var client = new HttpClient { BaseAddress = BaseUrl, Timeout = TimeSpan.FromSeconds(120) };
+        if (apiKey is not null)
+        {
+            client.DefaultRequestHeaders.Add("X-API-Key", apiKey);
+        }
+
+        return client;
+    }
+
+    public async Task<SandboxCreated> CreateSandboxAsync(NewSandboxRequest? request = null, CancellationToken cancellationToken = default)
+    {
+        request ??= new NewSandboxRequest { TemplateId = "base", Risk = "low", Timeout = 120 };
+        using var response = await Http.PostAsJsonAsync("/sandboxes", request, ApiJsonContext.Default.NewSandboxRequest, cancellationToken);
+        if (response.StatusCode != HttpStatusCode.Created)
+        {
+            throw new InvalidOperationException($"create failed: {(int)response.StatusCode} {await response.Content.ReadAsStringAsync(cancellationToken)}");
+        }
+
+        var created = (await response.Content.ReadFromJsonAsync(ApiJsonContext.Default.SandboxCreated, cancellationToken))!;
+        lock (_sandboxIds)
+        {
+            _sandboxIds.Add(created.SandboxId);
+        }
+
+        return created;
+    }
+
+    /// <summary>An envd client that goes through airlockd's routing, as the E2B SDKs do.</summary>
+    public EnvdClient Envd(SandboxCreated sandbox, HttpClient? http = null) => new(
+        http ?? new HttpClient { Timeout = TimeSpan.FromSeconds(120) },
+        new EnvdClientOptions
+        {
+            BaseAddress = BaseUrl,
+            AccessToken = sandbox.EnvdAccessToken,
+            Headers = new Dictionary<string, string> { ["E2b-Sandbox-Id"] = sandbox.SandboxId, ["E2b-Sandbox-Port"] = EnvdProtocol.Port.ToString(System.Globalization.CultureInfo.InvariantCulture) },
+        });
+
+    /// <summary>Runs a bash command line and collects its output.</summary>
+    public async Task<(int ExitCode, string Stdout, string Stderr)> RunAsync(SandboxCreated sandbox, string command, CancellationToken cancellationToken = default)
+    {
+        var stdout = new System.Text.StringBuilder();
+        var stderr = new System.Text.StringBuilder();
+        var exit = -1;
+        await foreach (var output in Envd(sandbox).StartAsync(new ProcessSpec { Command = "/bin/bash", Args = ["-l", "-c", command] }, cancellationToken))
+        {
+            switch (output)
+            {
+                case ProcessStdout o: stdout.Append(System.Text.Encoding.UTF8.GetString(o.Data.Span)); break;
+                case ProcessStderr e: stderr.Append(System.Text.Encoding.UTF8.GetString(e.Data.Span)); break;
+                case ProcessExited x: exit = x.ExitCode; break;
+            }
+        }
+
+        return (exit, stdout.ToString(), stderr.ToString());
+    }
+
+    public IReadOnlyCollection<string> SandboxIds
+    {
+        get
+        {
+            lock (_sandboxIds)
+            {
+                return _sandboxIds.ToArray();
+            }
+        }
+    }
+
+    public static int FreePort()
+    {
+        using var listener = new TcpListener(IPAddress.Loopback, 0);
+        listener.Start();
+        return ((IPEndPoint)listener.LocalEndpoint).Port;
+    }
+
+    /// <summary>What this host's sandboxes left on the machine: namespaces, cgroups, processes. Empty when clean.</summary>
+    public IReadOnlyList<string> FindLeftovers() => Leftovers.Find(SandboxIds, DataDir);
+
+    public async ValueTask DisposeAsync()
+    {
+        using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(60));
+        await _app.StopAsync(cts.Token);
+        await _app.DisposeAsync();
+        Http.Dispose();
+    }
+
+    public void DeleteDataDir()
+    {
+        try
+        {
+            Directory.Delete(DataDir, recursive: true);
+        }
+        catch (IOException)
+        {
+        }
+    }
+}
+
+/// <summary>Finds traces of sandboxes on the host.</summary>
+public static class Leftovers
+{
+    public static IReadOnlyList<string> Find(IEnumerable<string> sandboxIds, string dataDir)
+    {
+        var found = new List<string>();
+        foreach (var id in sandboxIds)
+        {
+            if (File.Exists($"/run/netns/airlock-{id}"))
+            {
+                found.Add($"netns airlock-{id}");
+            }
+
+            foreach (var root in new[] { "/sys/fs/cgroup/memory/airlock", "/sys/fs/cgroup/pids/airlock", "/sys/fs/cgroup/cpu/airlock", "/sys/fs/cgroup/airlock" })
+            {
+                if (Directory.Exists(Path.Combine(root, id)))
+                {
+                    found.Add($"cgroup {root}/{id}");
+                }
+            }
+        }
+
+        foreach (var line in File.ReadLines("/proc/self/mountinfo"))
+        {
+            if (line.Contains(dataDir, StringComparison.Ordinal))
+            {
+                found.Add("mount " + line);
+            }
+        }
+
+        foreach (var proc in Directory.EnumerateDirectories("/proc"))
+        {
+            if (!int.TryParse(Path.GetFileName(proc), out _))
+            {
+                continue;
+            }
+
+            try
+            {
+                var cmdline = File.ReadAllText(Path.Combine(proc, "cmdline")).Replace('\0', ' ');
+                if (cmdline.Contains("bwrap", StringComparison.Ordinal) && sandboxIds.Any(id => cmdline.Contains(id, StringComparison.Ordinal)))
+                {
+                    found.Add($"process {Path.GetFileName(proc)}: {cmdline}");
+                }
+            }
+            catch (IOException)
+            {
+            }
+            catch (UnauthorizedAccessException)
+            {
+            }
+        }
+
+        return found;
+    }
+}
