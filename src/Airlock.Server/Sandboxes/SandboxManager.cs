@@ -593,12 +593,25 @@ internal sealed class SandboxManager : IAsyncDisposable
             actions.Add($"sandbox {record.SandboxId}: was {record.State.ToString().ToLowerInvariant()}, cleaned and marked failed");
         }
 
+        // Only what belongs to this data directory is ours to clean: ids this store has ever known or that have a
+        // state directory here. Another airlockd on the same host (another data dir) keeps its sandboxes.
+        var ours = new HashSet<string>(StringComparer.Ordinal);
+        foreach (var record in await _store.ListSandboxesAsync(null, null, cancellationToken))
+        {
+            ours.Add(record.SandboxId);
+        }
+
+        if (Directory.Exists(SandboxesDir))
+        {
+            ours.UnionWith(Directory.EnumerateDirectories(SandboxesDir).Select(Path.GetFileName).OfType<string>());
+        }
+
         var leftovers = new HashSet<string>(StringComparer.Ordinal);
         foreach (var driver in _drivers.Values)
         {
             foreach (var id in await driver.FindLeftoversAsync(cancellationToken))
             {
-                if (!adopted.Contains(id) && leftovers.Add(id))
+                if (ours.Contains(id) && !adopted.Contains(id) && leftovers.Add(id))
                 {
                     foreach (var line in await driver.CleanupAsync(id, Path.Combine(SandboxesDir, id), cancellationToken))
                     {
@@ -610,7 +623,7 @@ internal sealed class SandboxManager : IAsyncDisposable
 
         foreach (var id in await _network.FindLeftoversAsync(cancellationToken))
         {
-            if (!adopted.Contains(id))
+            if (ours.Contains(id) && !adopted.Contains(id))
             {
                 await _network.DeleteLeftoverAsync(id, cancellationToken);
                 actions.Add($"orphan {id}: network namespace and link removed");
