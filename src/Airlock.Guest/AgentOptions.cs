@@ -1,0 +1,61 @@
+using System.Net;
+
+namespace Airlock.Guest;
+
+/// <summary>How the agent was started.</summary>
+internal sealed record AgentOptions
+{
+    public required IPEndPoint Listen { get; init; }
+
+    public required string AccessToken { get; init; }
+
+    /// <summary>The user commands run as when a request names none (E2B's default is <c>user</c>).</summary>
+    public string? DefaultUser { get; init; }
+
+    /// <summary>The environment every command inherits: the agent's own minus AIRLOCK_* variables.</summary>
+    public required IReadOnlyDictionary<string, string> SandboxEnvironment { get; init; }
+
+    public static AgentOptions Parse(string[] args)
+    {
+        var listen = $"10.254.0.2:{Envd.EnvdProtocol.Port}";
+        string? defaultUser = null;
+        for (var i = 0; i < args.Length; i++)
+        {
+            switch (args[i])
+            {
+                case "--listen" when i + 1 < args.Length:
+                    listen = args[++i];
+                    break;
+                case "--default-user" when i + 1 < args.Length:
+                    defaultUser = args[++i];
+                    break;
+                default:
+                    throw new ArgumentException($"unknown argument '{args[i]}'; usage: airlock-guest [--listen ADDR:PORT] [--default-user NAME]");
+            }
+        }
+
+        if (!IPEndPoint.TryParse(listen, out var endpoint))
+        {
+            throw new ArgumentException($"--listen '{listen}' is not ADDRESS:PORT");
+        }
+
+        var token = Environment.GetEnvironmentVariable("AIRLOCK_ACCESS_TOKEN");
+        if (string.IsNullOrEmpty(token))
+        {
+            throw new ArgumentException("AIRLOCK_ACCESS_TOKEN is not set; the agent refuses to serve without an access token");
+        }
+
+        var environment = new Dictionary<string, string>(StringComparer.Ordinal);
+        foreach (System.Collections.DictionaryEntry entry in Environment.GetEnvironmentVariables())
+        {
+            var name = (string)entry.Key;
+            if (!name.StartsWith("AIRLOCK_", StringComparison.Ordinal) && !name.StartsWith("DOTNET_", StringComparison.Ordinal))
+            {
+                environment[name] = (string?)entry.Value ?? string.Empty;
+            }
+        }
+
+        Environment.SetEnvironmentVariable("AIRLOCK_ACCESS_TOKEN", null);
+        return new AgentOptions { Listen = endpoint, AccessToken = token, DefaultUser = defaultUser, SandboxEnvironment = environment };
+    }
+}

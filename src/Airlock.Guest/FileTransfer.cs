@@ -1,0 +1,231 @@
+using System.Buffers;
+using System.Text.Json;
+using Airlock.Envd.Connect;
+using Microsoft.AspNetCore.Http.Features;
+using Microsoft.AspNetCore.WebUtilities;
+using Microsoft.Net.Http.Headers;
+
+namespace Airlock.Guest;
+
+/// <summary>envd's plain-HTTP file endpoints: <c>GET /files</c> (download) and <c>POST /files</c> (upload).</summary>
+internal sealed class FileTransfer(AgentOptions options, Users users, Entries entries, FilesystemService filesystem)
+{
+    public async Task DownloadAsync(HttpContext context)
+    {
+        try
+        {
+            var user = ResolveUser(context);
+            var path = Paths.Resolve(context.Request.Query["path"].ToString(), user);
+            if (!File.Exists(path))
+            {
+                throw Directory.Exists(path)
+                    ? new ConnectException(ConnectCodes.InvalidArgument, $"'{path}' is a directory")
+                    : new ConnectException(ConnectCodes.NotFound, $"'{path}' does not exist");
+            }
+
+            var file = FilesystemService.Guard(() => new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.ReadWrite, 1, FileOptions.Asynchronous | FileOptions.SequentialScan));
+            await using (file)
+            {
+                context.Response.StatusCode = StatusCodes.Status200OK;
+                context.Response.ContentType = "application/octet-stream";
+                context.Response.ContentLength = file.Length;
+                var disposition = new ContentDispositionHeaderValue("attachment");
+                disposition.SetHttpFileName(Path.GetFileName(path));
+                context.Response.Headers[HeaderNames.ContentDisposition] = disposition.ToString();
+                await file.CopyToAsync(context.Response.Body, 81920, context.RequestAborted);
+            }
+        }
+        catch (ConnectException e)
+        {
+            await WriteErrorAsync(context, e);
+        }
+    }
+
+    public async Task UploadAsync(HttpContext context)
+    {
+        // Uploads are as large as the sandbox's disk allows; the stream is copied, never buffered whole.
+        if (context.Features.Get<IHttpMaxRequestBodySizeFeature>() is { IsReadOnly: false } limit)
+        {
+            limit.MaxRequestBodySize = null;
+        }
+
+        try
+        {
+            var user = ResolveUser(context);
+            var target = context.Request.Query["path"].ToString();
+            var written = new List<string>();
+            var contentType = context.Request.ContentType;
+            if (contentType is not null && contentType.StartsWith("multipart/form-data", StringComparison.OrdinalIgnoreCase))
+            {
+                var boundary = HeaderUtilities.RemoveQuotes(MediaTypeHeaderValue.Parse(contentType).Boundary).Value;
+                if (string.IsNullOrEmpty(boundary))
+                {
+                    throw new ConnectException(ConnectCodes.InvalidArgument, "the multipart body has no boundary");
+                }
+
+                var reader = new MultipartReader(boundary, context.Request.Body) { BodyLengthLimit = null };
+                MultipartSection? section;
+                while ((section = await reader.ReadNextSectionAsync(context.RequestAborted)) is not null)
+                {
+                    if (!ContentDispositionHeaderValue.TryParse(section.ContentDisposition, out var disposition)
+                        || !disposition.IsFileDisposition())
+                    {
+                        continue;
+                    }
+
+                    var name = HeaderUtilities.RemoveQuotes(disposition.FileNameStar.HasValue ? disposition.FileNameStar : disposition.FileName).Value;
+                    string destination;
+                    if (target.Length > 0)
+                    {
+                        if (written.Count > 0)
+                        {
+                            throw new ConnectException(ConnectCodes.InvalidArgument, "with ?path= the upload must hold exactly one file; name each file in its part instead");
+                        }
+
+                        destination = target;
+                    }
+                    else
+                    {
+                        destination = name ?? throw new ConnectException(ConnectCodes.InvalidArgument, "a multipart file part has no filename and no ?path= was given");
+                    }
+
+                    written.Add(await WriteAsync(Paths.Resolve(destination, user), section.Body, user, context.RequestAborted));
+                }
+
+                if (written.Count == 0)
+                {
+                    throw new ConnectException(ConnectCodes.InvalidArgument, "the multipart body holds no file part");
+                }
+            }
+            else if (contentType is null || contentType.StartsWith("application/octet-stream", StringComparison.OrdinalIgnoreCase))
+            {
+                if (target.Length == 0)
+                {
+                    throw new ConnectException(ConnectCodes.InvalidArgument, "?path= is required for an application/octet-stream upload");
+                }
+
+                written.Add(await WriteAsync(Paths.Resolve(target, user), context.Request.Body, user, context.RequestAborted));
+            }
+            else
+            {
+                context.Response.StatusCode = StatusCodes.Status415UnsupportedMediaType;
+                await WriteErrorBodyAsync(context, 415, $"content type '{contentType}' is not supported; use multipart/form-data or application/octet-stream");
+                return;
+            }
+
+            context.Response.StatusCode = StatusCodes.Status200OK;
+            context.Response.ContentType = "application/json";
+            var buffer = new ArrayBufferWriter<byte>();
+            using (var writer = new Utf8JsonWriter(buffer))
+            {
+                writer.WriteStartArray();
+                foreach (var path in written)
+                {
+                    writer.WriteStartObject();
+                    writer.WriteString("name", Path.GetFileName(path));
+                    writer.WriteString("type", "file");
+                    writer.WriteString("path", path);
+                    writer.WriteEndObject();
+                }
+
+                writer.WriteEndArray();
+            }
+
+            await context.Response.Body.WriteAsync(buffer.WrittenMemory, context.RequestAborted);
+        }
+        catch (ConnectException e)
+        {
+            await WriteErrorAsync(context, e);
+        }
+        catch (InvalidDataException e)
+        {
+            await WriteErrorAsync(context, new ConnectException(ConnectCodes.InvalidArgument, $"the multipart body is malformed: {e.Message}"));
+        }
+        catch (IOException e) when (!context.RequestAborted.IsCancellationRequested)
+        {
+            await WriteErrorAsync(context, new ConnectException(ConnectCodes.InvalidArgument, $"the upload ended early: {e.Message}"));
+        }
+    }
+
+    /// <summary>
+    /// Writes a file through a temporary sibling renamed into place, so a failed upload never leaves half a file and a
+    /// symlink at the destination is replaced, not written through.
+    /// </summary>
+    private async Task<string> WriteAsync(string path, Stream content, UserAccount user, CancellationToken cancellationToken)
+    {
+        if (entries.IsDirectory(path))
+        {
+            throw new ConnectException(ConnectCodes.InvalidArgument, $"'{path}' is a directory");
+        }
+
+        var directory = Path.GetDirectoryName(path) ?? "/";
+        FilesystemService.Guard(() =>
+        {
+            filesystem.CreateDirectories(directory, user);
+            return true;
+        });
+
+        var temporary = Path.Combine(directory, $".{Path.GetFileName(path)}.airlock-{Guid.NewGuid():N}");
+        try
+        {
+            var file = FilesystemService.Guard(() => new FileStream(temporary, FileMode.CreateNew, FileAccess.Write, FileShare.None, 1, FileOptions.Asynchronous));
+            await using (file)
+            {
+                try
+                {
+                    await content.CopyToAsync(file, 81920, cancellationToken);
+                }
+                catch (IOException e) when ((e.HResult & 0xFFFF) == 28)
+                {
+                    throw new ConnectException(ConnectCodes.ResourceExhausted, "no space left on the sandbox's disk");
+                }
+            }
+
+            users.GiveTo(temporary, user);
+            FilesystemService.Guard(() =>
+            {
+                File.Move(temporary, path, overwrite: true);
+                return true;
+            });
+            return path;
+        }
+        finally
+        {
+            File.Delete(temporary);
+        }
+    }
+
+    private UserAccount ResolveUser(HttpContext context)
+    {
+        var name = context.Request.Query["username"].ToString();
+        return users.Resolve(name.Length > 0 ? name : ConnectRpc.User(context), options.DefaultUser);
+    }
+
+    /// <summary>envd's REST errors are <c>{"code": &lt;http status&gt;, "message": ...}</c>.</summary>
+    private static Task WriteErrorAsync(HttpContext context, ConnectException error)
+    {
+        if (context.Response.HasStarted)
+        {
+            return Task.CompletedTask;
+        }
+
+        var status = error.Code == ConnectCodes.ResourceExhausted && error.Message.Contains("space", StringComparison.Ordinal) ? 507 : error.HttpStatus;
+        context.Response.StatusCode = status;
+        return WriteErrorBodyAsync(context, status, error.Message);
+    }
+
+    private static async Task WriteErrorBodyAsync(HttpContext context, int status, string message)
+    {
+        context.Response.ContentType = "application/json";
+        var buffer = new ArrayBufferWriter<byte>();
+        using (var writer = new Utf8JsonWriter(buffer))
+        {
+            writer.WriteStartObject();
+            writer.WriteNumber("code", status);
+            writer.WriteString("message", message);
+            writer.WriteEndObject();
+        }
+
+        await context.Response.Body.WriteAsync(buffer.WrittenMemory, context.RequestAborted);
+    }
+}

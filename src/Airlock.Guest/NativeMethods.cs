@@ -1,0 +1,23 @@
+using System.Runtime.InteropServices;
+
+namespace Airlock.Guest;
+
+/// <summary>The few libc calls .NET does not expose.</summary>
+internal static partial class NativeMethods
+{
+    /// <summary>https://man7.org/linux/man-pages/man2/geteuid.2.html</summary>
+    [LibraryImport("libc", SetLastError = true)]
+    internal static partial uint geteuid();
+
+    /// <summary>https://man7.org/linux/man-pages/man2/kill.2.html — a negative pid signals the process group.</summary>
+    [LibraryImport("libc", SetLastError = true)]
+    internal static partial int kill(int pid, int signal);
+
+    /// <summary>https://man7.org/linux/man-pages/man2/lchown.2.html</summary>
+    [LibraryImport("libc", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
+    internal static partial int lchown(string path, uint owner, uint group);
+
+    /// <summary>https://man7.org/linux/man-pages/man2/lstat.2.html — fills a <c>struct stat</c> (see <see cref="Entries"/>).</summary>
+    [LibraryImport("libc", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
+    internal static unsafe partial int lstat(string path, byte* buffer);
+}

@@ -1,0 +1,73 @@
+using System.Security.Cryptography;
+using System.Text;
+using Airlock.Envd;
+using Airlock.Envd.Connect;
+using Airlock.Guest;
+using Microsoft.AspNetCore.Server.Kestrel.Core;
+
+// airlock-guest: the agent inside every sandbox. It speaks envd's protocol so E2B's SDKs work unchanged, and it
+// answers only requests carrying the sandbox's access token (airlockd checks it too; this is the second lock).
+AgentOptions options;
+try
+{
+    options = AgentOptions.Parse(args);
+}
+catch (ArgumentException e)
+{
+    await Console.Error.WriteLineAsync($"airlock-guest: {e.Message}");
+    return 2;
+}
+
+var builder = WebApplication.CreateSlimBuilder();
+builder.Logging.ClearProviders();
+builder.Logging.AddSimpleConsole(o => o.SingleLine = true);
+builder.Logging.AddFilter("Microsoft.AspNetCore", LogLevel.Warning);
+builder.WebHost.ConfigureKestrel(kestrel =>
+{
+    kestrel.AddServerHeader = false;
+    kestrel.Listen(options.Listen, listen => listen.Protocols = HttpProtocols.Http1);
+});
+builder.Services.AddSingleton(options);
+builder.Services.AddSingleton<Users>();
+builder.Services.AddSingleton<Entries>();
+builder.Services.AddSingleton<ProcessTable>();
+builder.Services.AddSingleton<ProcessService>();
+builder.Services.AddSingleton<FilesystemService>();
+builder.Services.AddSingleton<FileTransfer>();
+
+var app = builder.Build();
+var expected = Encoding.UTF8.GetBytes(options.AccessToken);
+app.Use(async (context, next) =>
+{
+    if (context.Request.Path == "/health")
+    {
+        await next(context);
+        return;
+    }
+
+    var presented = Encoding.UTF8.GetBytes(context.Request.Headers[EnvdProtocol.AccessTokenHeader].ToString());
+    if (!CryptographicOperations.FixedTimeEquals(presented, expected))
+    {
+        await ConnectRpc.WriteErrorAsync(context, new ConnectException(ConnectCodes.Unauthenticated, $"missing or wrong {EnvdProtocol.AccessTokenHeader}"));
+        return;
+    }
+
+    await next(context);
+});
+
+app.MapGet("/health", context =>
+{
+    context.Response.StatusCode = StatusCodes.Status204NoContent;
+    return Task.CompletedTask;
+});
+var processes = app.Services.GetRequiredService<ProcessService>();
+var filesystem = app.Services.GetRequiredService<FilesystemService>();
+var files = app.Services.GetRequiredService<FileTransfer>();
+app.MapPost("/" + EnvdProtocol.ProcessService + "/{method}", processes.HandleAsync);
+app.MapPost("/" + EnvdProtocol.FilesystemService + "/{method}", filesystem.HandleAsync);
+app.MapGet("/files", files.DownloadAsync);
+app.MapPost("/files", files.UploadAsync);
+app.MapFallback(context => ConnectRpc.WriteErrorAsync(context, new ConnectException(ConnectCodes.NotFound, $"no route {context.Request.Method} {context.Request.Path}")));
+
+await app.RunAsync();
+return 0;

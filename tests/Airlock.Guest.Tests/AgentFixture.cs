@@ -1,0 +1,109 @@
+using System.Diagnostics;
+using System.Net;
+using System.Net.Sockets;
+using Airlock.Envd.Client;
+
+namespace Airlock.Guest.Tests;
+
+/// <summary>
+/// A real agent process on a free loopback port: the Native AOT binary from artifacts/guest when it was published
+/// (what ships in sandboxes), otherwise the JIT build of the same project.
+/// </summary>
+public sealed class AgentFixture : IAsyncLifetime
+{
+    private Process? _process;
+
+    public string Token { get; } = Convert.ToHexString(System.Security.Cryptography.RandomNumberGenerator.GetBytes(16));
+
+    public Uri BaseAddress { get; private set; } = null!;
+
+    public string Root { get; } = Directory.CreateTempSubdirectory("airlock-guest-test-").FullName;
+
+    public HttpClient Http { get; } = new() { Timeout = TimeSpan.FromSeconds(60) };
+
+    public EnvdClient Client(bool binary = false, string? token = null) =>
+        new(Http, new EnvdClientOptions { BaseAddress = BaseAddress, AccessToken = token ?? Token, UseBinaryFormat = binary });
+
+    public static string RepositoryRoot()
+    {
+        for (var dir = new DirectoryInfo(AppContext.BaseDirectory); dir is not null; dir = dir.Parent)
+        {
+            if (File.Exists(Path.Combine(dir.FullName, "Airlock.slnx")))
+            {
+                return dir.FullName;
+            }
+        }
+
+        throw new InvalidOperationException("cannot find the repository root (Airlock.slnx) above " + AppContext.BaseDirectory);
+    }
+
+    public async Task InitializeAsync()
+    {
+        var port = FreePort();
+        BaseAddress = new Uri($"http://127.0.0.1:{port}/");
+        var root = RepositoryRoot();
+        var aot = Path.Combine(root, "artifacts", "guest", "airlock-guest");
+        ProcessStartInfo start;
+        if (File.Exists(aot))
+        {
+            start = new ProcessStartInfo(aot);
+        }
+        else
+        {
+            var dll = Directory.GetFiles(Path.Combine(root, "src", "Airlock.Guest", "bin"), "airlock-guest.dll", SearchOption.AllDirectories)
+                .OrderByDescending(File.GetLastWriteTimeUtc).FirstOrDefault()
+                ?? throw new InvalidOperationException("the guest agent is not built; run scripts/build.sh");
+            start = new ProcessStartInfo("dotnet");
+            start.ArgumentList.Add(dll);
+        }
+
+        start.ArgumentList.Add("--listen");
+        start.ArgumentList.Add($"127.0.0.1:{port}");
+        start.Environment["AIRLOCK_ACCESS_TOKEN"] = Token;
+        start.Environment["AIRLOCK_SHOULD_NOT_LEAK"] = "x";
+        start.Environment["HOME"] = Root;
+        start.RedirectStandardOutput = true;
+        start.RedirectStandardError = true;
+        _process = Process.Start(start)!;
+        _process.OutputDataReceived += (_, _) => { };
+        _process.ErrorDataReceived += (_, _) => { };
+        _process.BeginOutputReadLine();
+        _process.BeginErrorReadLine();
+        for (var i = 0; i < 200; i++)
+        {
+            if (_process.HasExited)
+            {
+                throw new InvalidOperationException($"the agent exited with {_process.ExitCode}");
+            }
+
+            if (await Client().HealthAsync(CancellationToken.None))
+            {
+                return;
+            }
+
+            await Task.Delay(100);
+        }
+
+        throw new TimeoutException("the agent did not answer /health within 20 s");
+    }
+
+    public async Task DisposeAsync()
+    {
+        if (_process is { HasExited: false })
+        {
+            _process.Kill(entireProcessTree: true);
+            await _process.WaitForExitAsync();
+        }
+
+        _process?.Dispose();
+        Http.Dispose();
+        Directory.Delete(Root, recursive: true);
+    }
+
+    private static int FreePort()
+    {
+        using var listener = new TcpListener(IPAddress.Loopback, 0);
+        listener.Start();
+        return ((IPEndPoint)listener.LocalEndpoint).Port;
+    }
+}
