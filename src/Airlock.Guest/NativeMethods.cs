@@ -20,4 +20,8 @@ internal static partial class NativeMethods
     /// <summary>https://man7.org/linux/man-pages/man2/lstat.2.html — fills a <c>struct stat</c> (see <see cref="Entries"/>).</summary>
     [LibraryImport("libc", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
     internal static unsafe partial int lstat(string path, byte* buffer);
+
+    /// <summary>https://man7.org/linux/man-pages/man2/prctl.2.html</summary>
+    [LibraryImport("libc", SetLastError = true)]
+    internal static partial int prctl(int option, nuint arg2, nuint arg3, nuint arg4, nuint arg5);
 }

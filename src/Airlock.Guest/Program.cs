@@ -18,6 +18,10 @@ catch (ArgumentException e)
     return 2;
 }
 
+// Not dumpable: commands run as the agent's own uid, and this keeps them from reading its memory and its
+// /proc/<pid>/environ, where the access token was passed in. (PR_SET_DUMPABLE = 4)
+NativeMethods.prctl(4, 0, 0, 0, 0);
+
 var builder = WebApplication.CreateSlimBuilder();
 builder.Logging.ClearProviders();
 builder.Logging.AddSimpleConsole(o => o.SingleLine = true);

@@ -1,0 +1,42 @@
+using System.Collections.Concurrent;
+using System.Diagnostics;
+
+namespace Airlock.Boundaries;
+
+/// <summary>
+/// Starts child processes from one long-lived thread. bwrap's --die-with-parent uses PR_SET_PDEATHSIG, which fires
+/// when the thread that forked the child exits; .NET retires idle thread-pool threads, so sandboxes started from a
+/// pool thread would die at random. This thread lives as long as airlockd.
+/// </summary>
+internal static class DedicatedSpawner
+{
+    private static readonly BlockingCollection<(ProcessStartInfo Start, TaskCompletionSource<System.Diagnostics.Process> Done)> Queue = new();
+
+    static DedicatedSpawner()
+    {
+        var thread = new Thread(Run) { IsBackground = true, Name = "airlock-spawner" };
+        thread.Start();
+    }
+
+    public static Task<System.Diagnostics.Process> StartAsync(ProcessStartInfo start)
+    {
+        var done = new TaskCompletionSource<System.Diagnostics.Process>(TaskCreationOptions.RunContinuationsAsynchronously);
+        Queue.Add((start, done));
+        return done.Task;
+    }
+
+    private static void Run()
+    {
+        foreach (var (start, done) in Queue.GetConsumingEnumerable())
+        {
+            try
+            {
+                done.SetResult(System.Diagnostics.Process.Start(start) ?? throw new InvalidOperationException($"{start.FileName} did not start"));
+            }
+            catch (Exception e)
+            {
+                done.SetException(e);
+            }
+        }
+    }
+}

@@ -1,0 +1,389 @@
+using System.Diagnostics;
+using System.Globalization;
+using System.Runtime.InteropServices;
+using Airlock.Boundaries.Cgroups;
+using Airlock.Boundaries.Seccomp;
+using Airlock.Core.Drivers;
+using Airlock.Core.Sandboxes;
+using CliWrap;
+using CliWrap.Buffered;
+
+namespace Airlock.Boundaries.Process;
+
+/// <summary>
+/// The process boundary: the guest agent under bubblewrap, in a user, pid, ipc, uts and mount namespace of its own,
+/// inside Airlock's network namespace for the sandbox, as an unprivileged host uid, with all capabilities dropped, our
+/// seccomp filter, cgroup limits, and a read-only template under a per-sandbox overlay.
+/// </summary>
+public sealed class BubblewrapDriver(BubblewrapOptions options) : ISandboxDriver
+{
+    internal const string AgentPathInside = "/.airlock/bin/airlock-guest";
+    private const string SandboxUser = "user";
+    private const int SandboxUid = 1000;
+    private readonly CgroupManager _cgroups = new(options.CgroupRoot);
+    private readonly SemaphoreSlim _probeLock = new(1, 1);
+    private DriverAvailability? _availability;
+    private string? _version;
+    private (byte[] Bpf, string Description)? _seccomp;
+
+    public BoundaryKind Boundary => BoundaryKind.Process;
+
+    public string Name => "bubblewrap";
+
+    private string SandboxesDir => Path.Combine(options.DataDir, "sandboxes");
+
+    public async Task<DriverAvailability> ProbeAsync(CancellationToken cancellationToken)
+    {
+        await _probeLock.WaitAsync(cancellationToken);
+        try
+        {
+            return _availability ??= await ProbeUncachedAsync(cancellationToken);
+        }
+        finally
+        {
+            _probeLock.Release();
+        }
+    }
+
+    private async Task<DriverAvailability> ProbeUncachedAsync(CancellationToken cancellationToken)
+    {
+        var missing = new List<string>();
+        if (NativeMethods.geteuid() != 0)
+        {
+            missing.Add("root (airlockd mounts overlays, creates cgroups and enters network namespaces)");
+        }
+
+        _version = await VersionAsync(cancellationToken);
+        if (_version is null)
+        {
+            missing.Add("bubblewrap (apt install bubblewrap)");
+        }
+
+        foreach (var tool in new[] { "nsenter", "setpriv" })
+        {
+            if (!await RunsAsync(tool, ["--version"], cancellationToken))
+            {
+                missing.Add($"{tool} (util-linux)");
+            }
+        }
+
+        if (!File.ReadAllText("/proc/filesystems").Contains("\toverlay", StringComparison.Ordinal)
+            && !await RunsAsync("modprobe", ["overlay"], cancellationToken))
+        {
+            missing.Add("overlayfs (kernel module 'overlay')");
+        }
+
+        try
+        {
+            _seccomp = SeccompProfile.Compile(Path.Combine(options.DataDir, "tmp"));
+        }
+        catch (Exception e) when (e is DllNotFoundException or EntryPointNotFoundException or InvalidOperationException)
+        {
+            missing.Add($"libseccomp2 ({e.Message})");
+        }
+
+        if (_cgroups.Probe() is { } cgroupProblem)
+        {
+            missing.Add(cgroupProblem);
+        }
+
+        if (missing.Count == 0 && _version is not null)
+        {
+            // Unprivileged user namespaces are what bwrap builds everything on; prove them as a sandbox uid would.
+            var probe = await Cli.Wrap("setpriv")
+                .WithArguments([$"--reuid={options.UidBase}", $"--regid={options.UidBase}", "--clear-groups", "--",
+                    options.Bwrap, "--unshare-user", "--unshare-pid", "--ro-bind", "/", "/", "--proc", "/proc", "true"])
+                .WithValidation(CommandResultValidation.None)
+                .ExecuteBufferedAsync(cancellationToken);
+            if (probe.ExitCode != 0)
+            {
+                missing.Add($"unprivileged user namespaces (bwrap --unshare-user as uid {options.UidBase} failed: {probe.StandardError.Trim()}; check kernel.unprivileged_userns_clone and user.max_user_namespaces)");
+            }
+        }
+
+        return missing.Count == 0
+            ? new DriverAvailability(Boundary, Name, true, $"bubblewrap {_version}, cgroup {_cgroups.Mode}, seccomp {_seccomp?.Description}")
+            : new DriverAvailability(Boundary, Name, false, "the process boundary needs: " + string.Join("; ", missing)) { Missing = missing };
+    }
+
+    public async Task<ISandboxInstance> StartAsync(SandboxLaunch launch, CancellationToken cancellationToken)
+    {
+        var availability = await ProbeAsync(cancellationToken);
+        if (!availability.Available)
+        {
+            throw new InvalidOperationException(availability.Detail);
+        }
+
+        ValidatePath(launch.RootFs, "template root filesystem");
+        ValidatePath(launch.StateDir, "state directory");
+        if (!File.Exists(launch.GuestAgentPath))
+        {
+            throw new InvalidOperationException($"the guest agent '{launch.GuestAgentPath}' does not exist");
+        }
+
+        var hostId = (uint)(options.UidBase + launch.Network.Index);
+        var merged = Path.Combine(launch.StateDir, "merged");
+        try
+        {
+            PrepareRoot(launch, options.DataDir, hostId, merged);
+            var procs = _cgroups.Create(launch.SandboxId, launch.Limits);
+            var seccompPath = Path.Combine(launch.StateDir, "seccomp.bpf");
+            await File.WriteAllBytesAsync(seccompPath, _seccomp!.Value.Bpf, cancellationToken);
+
+            var start = LaunchCommand(launch, hostId, merged, procs, seccompPath);
+            var process = await DedicatedSpawner.StartAsync(start);
+            var report = new BoundaryReport
+            {
+                Boundary = BoundaryKind.Process.Name(),
+                Driver = Name,
+                Runtime = $"bubblewrap {_version}",
+                Kernel = HostKernel(),
+                Seccomp = _seccomp.Value.Description,
+                Cgroup = _cgroups.Mode,
+                UserNamespace = true,
+                Limits = launch.Limits,
+                Network = $"netns {launch.Network.Namespace}: {launch.Network.SandboxAddress} linked to host {launch.Network.HostAddress}; no route out",
+            };
+            return new BubblewrapInstance(launch.SandboxId, report, process, process.Id, _cgroups, merged, launch.StateDir, detached: false);
+        }
+        catch
+        {
+            await CleanupAsync(launch.SandboxId, launch.StateDir, CancellationToken.None);
+            throw;
+        }
+    }
+
+    public Task<ISandboxInstance?> AdoptAsync(SandboxRecord record, SandboxLaunch launch, CancellationToken cancellationToken)
+    {
+        if (record.HostPid is not { } pid || !NativeMethods.IsAlive(pid) || !CgroupManager.Contains(pid, record.SandboxId) || record.Report is null)
+        {
+            return Task.FromResult<ISandboxInstance?>(null);
+        }
+
+        var merged = Path.Combine(launch.StateDir, "merged");
+        return Task.FromResult<ISandboxInstance?>(new BubblewrapInstance(record.SandboxId, record.Report, null, pid, _cgroups, merged, launch.StateDir, detached: false));
+    }
+
+    public async Task<IReadOnlyList<string>> CleanupAsync(string sandboxId, string stateDir, CancellationToken cancellationToken)
+    {
+        var actions = new List<string>();
+        actions.AddRange(await _cgroups.DestroyAsync(sandboxId, cancellationToken));
+        var merged = Path.Combine(stateDir, "merged");
+        if (BubblewrapInstance.Unmount(merged))
+        {
+            actions.Add($"unmounted {merged}");
+        }
+
+        if (Directory.Exists(stateDir))
+        {
+            if (MountedUnder(stateDir))
+            {
+                actions.Add($"kept {stateDir}: something is still mounted under it");
+            }
+            else
+            {
+                Directory.Delete(stateDir, recursive: true);
+                actions.Add($"removed {stateDir}");
+            }
+        }
+
+        return actions;
+    }
+
+    public Task<IReadOnlyCollection<string>> FindLeftoversAsync(CancellationToken cancellationToken)
+    {
+        var ids = new HashSet<string>(_cgroups.FindAll(), StringComparer.Ordinal);
+        var prefix = SandboxesDir + "/";
+        foreach (var mountPoint in MountPoints())
+        {
+            if (mountPoint.StartsWith(prefix, StringComparison.Ordinal) && mountPoint.EndsWith("/merged", StringComparison.Ordinal))
+            {
+                ids.Add(mountPoint[prefix.Length..^"/merged".Length]);
+            }
+        }
+
+        ids.RemoveWhere(id => id.StartsWith("probe-", StringComparison.Ordinal) || id.Contains('/', StringComparison.Ordinal));
+        return Task.FromResult<IReadOnlyCollection<string>>(ids);
+    }
+
+    /// <summary>
+    /// Mounts the overlay: the template read-only below, the sandbox's own upper layer above. What the unprivileged
+    /// sandbox needs to own (its home, the agent's mount point) is made in the upper layer first.
+    /// </summary>
+    private static void PrepareRoot(SandboxLaunch launch, string dataDirectory, uint hostId, string merged)
+    {
+        var upper = Path.Combine(launch.StateDir, "upper");
+        var work = Path.Combine(launch.StateDir, "work");
+        foreach (var dir in new[] { upper, work, merged })
+        {
+            Directory.CreateDirectory(dir);
+        }
+
+        if (OperatingSystem.IsWindows())
+        {
+            throw new PlatformNotSupportedException("the process boundary needs Linux");
+        }
+
+        // The sandbox's uid opens the merged root by path, so it must be able to pass through Airlock's own
+        // directories (execute only: it cannot list them or read the keys kept there).
+        var dataDir = Path.TrimEndingDirectorySeparator(Path.GetFullPath(dataDirectory));
+        for (var dir = launch.StateDir; dir.Length > 1; dir = Path.GetDirectoryName(dir)!)
+        {
+            var mode = File.GetUnixFileMode(dir);
+            if ((mode & UnixFileMode.OtherExecute) != 0)
+            {
+                continue;
+            }
+
+            if (!dir.StartsWith(dataDir, StringComparison.Ordinal))
+            {
+                throw new InvalidOperationException($"sandbox uids cannot pass through '{dir}' (mode {mode}); put the data directory where others may traverse, or chmod o+x '{dir}'");
+            }
+
+            File.SetUnixFileMode(dir, mode | UnixFileMode.OtherExecute);
+        }
+
+        var home = Path.Combine(upper, "home", SandboxUser);
+        Directory.CreateDirectory(home);
+        File.SetUnixFileMode(home, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute | UnixFileMode.GroupRead | UnixFileMode.GroupExecute | UnixFileMode.OtherRead | UnixFileMode.OtherExecute);
+        Chown(home, hostId);
+        Directory.CreateDirectory(Path.Combine(upper, ".airlock", "bin"));
+        File.WriteAllBytes(Path.Combine(upper, ".airlock", "bin", "airlock-guest"), []);
+
+        var data = $"lowerdir={launch.RootFs},upperdir={upper},workdir={work}";
+        if (NativeMethods.mount("overlay", merged, "overlay", 0, data) != 0)
+        {
+            throw new InvalidOperationException($"mounting the overlay at {merged} failed: {Marshal.GetPInvokeErrorMessage(Marshal.GetLastPInvokeError())}");
+        }
+    }
+
+    private ProcessStartInfo LaunchCommand(SandboxLaunch launch, uint hostId, string merged, IReadOnlyList<string> cgroupProcs, string seccompPath)
+    {
+        // A root shell joins the cgroups with its own pid before anything runs (no window outside the limits), then
+        // execs: nsenter joins the sandbox's network namespace, setpriv drops to the sandbox's host uid with no
+        // capabilities, and bwrap builds the rest. The shell opens the filter as fd 9 for bwrap's --seccomp.
+        var start = new ProcessStartInfo("/bin/sh") { UseShellExecute = false };
+        start.ArgumentList.Add("-c");
+        start.ArgumentList.Add("""
+            for procs in $AIRLOCK_CGROUP_PROCS; do echo $$ > "$procs" || exit 97; done
+            exec "$@" 9< "$AIRLOCK_SECCOMP" >> "$AIRLOCK_LOG" 2>&1 < /dev/null
+            """);
+        start.ArgumentList.Add("airlock-launch");
+        start.Environment.Clear();
+        start.Environment["PATH"] = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+        start.Environment["AIRLOCK_CGROUP_PROCS"] = string.Join(' ', cgroupProcs);
+        start.Environment["AIRLOCK_SECCOMP"] = seccompPath;
+        start.Environment["AIRLOCK_LOG"] = Path.Combine(launch.StateDir, "sandbox.log");
+
+        var id = hostId.ToString(CultureInfo.InvariantCulture);
+        string[] prefix =
+        [
+            "nsenter", $"--net=/run/netns/{launch.Network.Namespace}", "--",
+            "setpriv", $"--reuid={id}", $"--regid={id}", "--clear-groups", "--inh-caps=-all", "--bounding-set=-all", "--",
+            options.Bwrap,
+            "--unshare-user", "--uid", SandboxUid.ToString(CultureInfo.InvariantCulture), "--gid", SandboxUid.ToString(CultureInfo.InvariantCulture),
+            "--unshare-ipc", "--unshare-pid", "--unshare-uts", "--unshare-cgroup-try",
+            "--hostname", launch.Hostname,
+            "--new-session",
+            "--cap-drop", "ALL",
+            "--bind", merged, "/",
+            "--proc", "/proc",
+            "--dev", "/dev",
+            "--ro-bind", launch.GuestAgentPath, AgentPathInside,
+            "--chdir", $"/home/{SandboxUser}",
+            "--clearenv",
+            "--setenv", "HOME", $"/home/{SandboxUser}",
+            "--setenv", "USER", SandboxUser,
+            "--setenv", "LOGNAME", SandboxUser,
+            "--setenv", "PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            "--setenv", "LANG", "C.UTF-8",
+            "--setenv", "AIRLOCK_ACCESS_TOKEN", launch.AccessToken,
+            "--seccomp", "9",
+        ];
+        foreach (var arg in prefix)
+        {
+            start.ArgumentList.Add(arg);
+        }
+
+        if (!launch.KeepOnShutdown)
+        {
+            start.ArgumentList.Insert(start.ArgumentList.IndexOf("--new-session") + 1, "--die-with-parent");
+        }
+
+        foreach (var (name, value) in launch.EnvVars)
+        {
+            if (name.StartsWith("AIRLOCK_", StringComparison.Ordinal) || name.Contains('=', StringComparison.Ordinal))
+            {
+                throw new ArgumentException($"environment variable name '{name}' is reserved or invalid");
+            }
+
+            start.ArgumentList.Insert(start.ArgumentList.IndexOf("--seccomp"), "--setenv");
+            start.ArgumentList.Insert(start.ArgumentList.IndexOf("--seccomp"), name);
+            start.ArgumentList.Insert(start.ArgumentList.IndexOf("--seccomp"), value);
+        }
+
+        start.ArgumentList.Add(AgentPathInside);
+        start.ArgumentList.Add("--listen");
+        start.ArgumentList.Add($"{launch.Network.SandboxAddress}:{options.AgentPort}");
+        return start;
+    }
+
+    private async Task<string?> VersionAsync(CancellationToken cancellationToken)
+    {
+        try
+        {
+            var result = await Cli.Wrap(options.Bwrap).WithArguments(["--version"]).WithValidation(CommandResultValidation.None).ExecuteBufferedAsync(cancellationToken);
+            return result.ExitCode == 0 ? result.StandardOutput.Trim().Replace("bubblewrap ", string.Empty, StringComparison.Ordinal) : null;
+        }
+        catch (System.ComponentModel.Win32Exception)
+        {
+            return null;
+        }
+    }
+
+    private static async Task<bool> RunsAsync(string tool, string[] args, CancellationToken cancellationToken)
+    {
+        try
+        {
+            var result = await Cli.Wrap(tool).WithArguments(args).WithValidation(CommandResultValidation.None).ExecuteBufferedAsync(cancellationToken);
+            return result.ExitCode == 0;
+        }
+        catch (System.ComponentModel.Win32Exception)
+        {
+            return false;
+        }
+    }
+
+    internal static string HostKernel() => File.ReadAllText("/proc/sys/kernel/osrelease").Trim();
+
+    private static void ValidatePath(string path, string what)
+    {
+        if (string.IsNullOrEmpty(path) || !Path.IsPathFullyQualified(path) || path.IndexOfAny([',', ':', '\n', '\\']) >= 0)
+        {
+            throw new InvalidOperationException($"the {what} path '{path}' must be absolute and free of ',', ':' and '\\'");
+        }
+    }
+
+    private static void Chown(string path, uint id)
+    {
+        if (NativeMethods.lchown(path, id, id) != 0)
+        {
+            throw new InvalidOperationException($"chown {path} to {id} failed: {Marshal.GetPInvokeErrorMessage(Marshal.GetLastPInvokeError())}");
+        }
+    }
+
+    /// <summary>Mount points of this mount namespace, from /proc/self/mountinfo.</summary>
+    public static IEnumerable<string> MountPoints()
+    {
+        foreach (var line in File.ReadLines("/proc/self/mountinfo"))
+        {
+            var fields = line.Split(' ');
+            if (fields.Length > 4)
+            {
+                yield return fields[4].Replace("\\040", " ", StringComparison.Ordinal);
+            }
+        }
+    }
+
+    private static bool MountedUnder(string dir) => MountPoints().Any(m => m.StartsWith(dir + "/", StringComparison.Ordinal) || m == dir);
+}

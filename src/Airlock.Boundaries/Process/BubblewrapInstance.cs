@@ -1,0 +1,154 @@
+using System.Runtime.InteropServices;
+using Airlock.Boundaries.Cgroups;
+using Airlock.Core.Drivers;
+using Airlock.Core.Sandboxes;
+
+namespace Airlock.Boundaries.Process;
+
+/// <summary>
+/// The one owner of a running bubblewrap sandbox: its launcher process (or, after an airlockd restart, just its pid),
+/// its cgroups and its overlay mount.
+/// </summary>
+internal sealed class BubblewrapInstance : ISandboxInstance
+{
+    private readonly System.Diagnostics.Process? _process;
+    private readonly CgroupManager _cgroups;
+    private readonly string _merged;
+    private readonly string _stateDir;
+    private readonly CancellationTokenSource _watch = new();
+    private readonly TaskCompletionSource<string> _exited = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    private int _state; // 0 running, 1 killed or detached
+
+    public BubblewrapInstance(string sandboxId, BoundaryReport report, System.Diagnostics.Process? process, int pid, CgroupManager cgroups, string merged, string stateDir, bool detached)
+    {
+        SandboxId = sandboxId;
+        Report = report;
+        _process = process;
+        HostPid = pid;
+        _cgroups = cgroups;
+        _merged = merged;
+        _stateDir = stateDir;
+        _state = detached ? 1 : 0;
+        _ = WatchAsync();
+    }
+
+    public string SandboxId { get; }
+
+    public BoundaryReport Report { get; }
+
+    public int? HostPid { get; }
+
+    public Task<string> Exited => _exited.Task;
+
+    public async Task KillAsync(CancellationToken cancellationToken)
+    {
+        Interlocked.Exchange(ref _state, 1);
+        if (!_exited.Task.IsCompleted && HostPid is { } pid)
+        {
+            // bwrap passes SIGTERM on; the agent stops its commands. Then the cgroup makes sure.
+            NativeMethods.kill(pid, 15);
+            await Task.WhenAny(_exited.Task, Task.Delay(TimeSpan.FromSeconds(1), cancellationToken));
+        }
+
+        await _cgroups.DestroyAsync(SandboxId, cancellationToken);
+        if (_process is not null)
+        {
+            await _process.WaitForExitAsync(cancellationToken);
+        }
+
+        Unmount(_merged);
+        await _watch.CancelAsync();
+    }
+
+    public async ValueTask DetachAsync()
+    {
+        Interlocked.Exchange(ref _state, 1);
+        await _watch.CancelAsync();
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        if (Interlocked.Exchange(ref _state, 1) == 0)
+        {
+            using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(30));
+            await KillAsync(timeout.Token);
+        }
+
+        await _watch.CancelAsync();
+        _process?.Dispose();
+        _watch.Dispose();
+    }
+
+    /// <summary>Detaches the overlay; true when something was mounted there.</summary>
+    internal static bool Unmount(string merged)
+    {
+        if (!BubblewrapDriver.MountPoints().Contains(merged))
+        {
+            return false;
+        }
+
+        if (NativeMethods.umount2(merged, NativeMethods.MntDetach) != 0)
+        {
+            throw new InvalidOperationException($"unmounting {merged} failed: {Marshal.GetPInvokeErrorMessage(Marshal.GetLastPInvokeError())}");
+        }
+
+        return true;
+    }
+
+    private async Task WatchAsync()
+    {
+        try
+        {
+            if (_process is not null)
+            {
+                await _process.WaitForExitAsync(_watch.Token);
+                _exited.TrySetResult(Describe(_process.ExitCode));
+                return;
+            }
+
+            // Adopted after a restart: the process is not our child, so watch its pid.
+            using var timer = new PeriodicTimer(TimeSpan.FromMilliseconds(500));
+            while (await timer.WaitForNextTickAsync(_watch.Token))
+            {
+                if (HostPid is not { } pid || !NativeMethods.IsAlive(pid) || !CgroupManager.Contains(pid, SandboxId))
+                {
+                    _exited.TrySetResult(Describe(null));
+                    return;
+                }
+            }
+        }
+        catch (OperationCanceledException)
+        {
+            // Killed or detached: whoever did it reports.
+            _exited.TrySetResult(Volatile.Read(ref _state) == 1 ? "stopped by airlockd" : "watch ended");
+        }
+    }
+
+    private string Describe(int? exitCode)
+    {
+        var reason = exitCode switch
+        {
+            null => "the sandbox's entry process is gone",
+            97 => "could not join the sandbox's cgroups",
+            > 128 => $"the sandbox's entry process was killed by signal {exitCode - 128}",
+            _ => $"the sandbox's entry process exited with code {exitCode}",
+        };
+        var ooms = _cgroups.OomKills(SandboxId);
+        if (ooms > 0)
+        {
+            reason += $" ({ooms} out-of-memory kill(s) in the sandbox)";
+        }
+
+        var log = Path.Combine(_stateDir, "sandbox.log");
+        if (File.Exists(log))
+        {
+            var tail = File.ReadLines(log).TakeLast(5).ToArray();
+            if (tail.Length > 0)
+            {
+                reason += ": " + string.Join(" | ", tail);
+            }
+        }
+
+        return reason;
+    }
+}

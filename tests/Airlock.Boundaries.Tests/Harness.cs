@@ -1,0 +1,181 @@
+using System.Security.Cryptography;
+using System.Text;
+using Airlock.Boundaries.Process;
+using Airlock.Core.Drivers;
+using Airlock.Core.Sandboxes;
+using Airlock.Envd.Client;
+using Airlock.Networking;
+using Airlock.Templates;
+using Microsoft.Extensions.Logging.Abstractions;
+
+namespace Airlock.Boundaries.Tests;
+
+/// <summary>Real sandboxes for the tests: the base template, a real network namespace, bwrap and the AOT agent.</summary>
+public sealed class Harness : IAsyncLifetime
+{
+    public string DataDir { get; } = Directory.CreateTempSubdirectory("airlock-boundary-test-").FullName;
+
+    public string RootFs { get; private set; } = null!;
+
+    public string Agent { get; private set; } = null!;
+
+    public NetnsNetworkManager Network { get; private set; } = null!;
+
+    public BubblewrapDriver Driver { get; private set; } = null!;
+
+    public async Task InitializeAsync()
+    {
+        Assert.True(Environment.IsPrivilegedProcess, "the boundary tests mount overlays and create namespaces: run them as root");
+        var templates = Environment.GetEnvironmentVariable("AIRLOCK_TEMPLATES_DIR") ?? "/var/lib/airlock/templates";
+        RootFs = await new BaseTemplateBuilder(templates, NullLogger<BaseTemplateBuilder>.Instance).EnsureBuiltAsync(null, CancellationToken.None);
+        Agent = Path.Combine(RepositoryRoot(), "artifacts", "guest", "airlock-guest");
+        Assert.True(File.Exists(Agent), $"the AOT guest agent is missing at {Agent}; run scripts/build.sh");
+        Network = new NetnsNetworkManager(new NetworkOptions { StateDir = Path.Combine(DataDir, "network"), ConnectTimeout = TimeSpan.FromSeconds(2) }, NullLogger<NetnsNetworkManager>.Instance);
+        Driver = new BubblewrapDriver(new BubblewrapOptions { DataDir = DataDir });
+    }
+
+    public Task DisposeAsync()
+    {
+        Directory.Delete(DataDir, recursive: true);
+        return Task.CompletedTask;
+    }
+
+    public async Task<TestSandbox> StartAsync(SandboxLimits? limits = null, IReadOnlyDictionary<string, string>? env = null)
+    {
+        var id = "t" + RandomNumberGenerator.GetString("abcdefghijklmnopqrstuvwxyz0123456789", 19);
+        var network = await Network.CreateAsync(id, CancellationToken.None);
+        var token = Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(16));
+        var launch = new SandboxLaunch
+        {
+            SandboxId = id,
+            TemplateId = "base",
+            RootFs = RootFs,
+            StateDir = Path.Combine(DataDir, "sandboxes", id),
+            AccessToken = token,
+            Limits = limits ?? new SandboxLimits(),
+            Network = network,
+            EnvVars = env ?? new Dictionary<string, string>(),
+            GuestAgentPath = Agent,
+        };
+        Directory.CreateDirectory(launch.StateDir);
+        ISandboxInstance instance;
+        try
+        {
+            instance = await Driver.StartAsync(launch, CancellationToken.None);
+        }
+        catch
+        {
+            await Network.DeleteAsync(network, CancellationToken.None);
+            throw;
+        }
+
+        var sandbox = new TestSandbox(this, launch, instance);
+        try
+        {
+            await sandbox.WaitReadyAsync();
+        }
+        catch
+        {
+            await sandbox.DisposeAsync();
+            throw;
+        }
+
+        return sandbox;
+    }
+
+    public static string RepositoryRoot()
+    {
+        for (var dir = new DirectoryInfo(AppContext.BaseDirectory); dir is not null; dir = dir.Parent)
+        {
+            if (File.Exists(Path.Combine(dir.FullName, "Airlock.slnx")))
+            {
+                return dir.FullName;
+            }
+        }
+
+        throw new InvalidOperationException("cannot find Airlock.slnx above " + AppContext.BaseDirectory);
+    }
+}
+
+public sealed class TestSandbox : IAsyncDisposable
+{
+    private readonly Harness _harness;
+    private readonly HttpClient _http;
+    private bool _disposed;
+
+    public TestSandbox(Harness harness, SandboxLaunch launch, ISandboxInstance instance)
+    {
+        _harness = harness;
+        Launch = launch;
+        Instance = instance;
+        var handler = new SocketsHttpHandler
+        {
+            ConnectCallback = async (context, ct) =>
+                new System.Net.Sockets.NetworkStream(await harness.Network.ConnectAsync(launch.Network, context.DnsEndPoint.Port, ct), ownsSocket: true),
+        };
+        _http = new HttpClient(handler) { Timeout = TimeSpan.FromSeconds(60) };
+        Envd = new EnvdClient(_http, new EnvdClientOptions { BaseAddress = new Uri($"http://sandbox:{Airlock.Envd.EnvdProtocol.Port}/"), AccessToken = launch.AccessToken });
+    }
+
+    public SandboxLaunch Launch { get; }
+
+    public ISandboxInstance Instance { get; }
+
+    public EnvdClient Envd { get; }
+
+    public string Id => Launch.SandboxId;
+
+    public async Task WaitReadyAsync()
+    {
+        for (var i = 0; i < 150; i++)
+        {
+            if (Instance.Exited.IsCompleted)
+            {
+                throw new InvalidOperationException("the sandbox exited: " + await Instance.Exited);
+            }
+
+            if (await Envd.HealthAsync(CancellationToken.None))
+            {
+                return;
+            }
+
+            await Task.Delay(100);
+        }
+
+        throw new TimeoutException("the agent did not come up in 15 s");
+    }
+
+    public async Task<(string Stdout, string Stderr, int ExitCode)> RunAsync(string script, int timeoutSeconds = 60)
+    {
+        var stdout = new StringBuilder();
+        var stderr = new StringBuilder();
+        var exit = int.MinValue;
+        using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(timeoutSeconds));
+        await foreach (var output in Envd.StartAsync(new ProcessSpec { Command = "/bin/bash", Args = ["-c", script] }, timeout.Token))
+        {
+            switch (output)
+            {
+                case ProcessStdout o: stdout.Append(Encoding.UTF8.GetString(o.Data.Span)); break;
+                case ProcessStderr e: stderr.Append(Encoding.UTF8.GetString(e.Data.Span)); break;
+                case ProcessExited x: exit = x.ExitCode; break;
+            }
+        }
+
+        return (stdout.ToString(), stderr.ToString(), exit);
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        if (_disposed)
+        {
+            return;
+        }
+
+        _disposed = true;
+        await Instance.KillAsync(CancellationToken.None);
+        await Instance.DisposeAsync();
+        await _harness.Driver.CleanupAsync(Id, Launch.StateDir, CancellationToken.None);
+        await _harness.Network.DeleteAsync(Launch.Network, CancellationToken.None);
+        _http.Dispose();
+    }
+}
