@@ -25,7 +25,7 @@ public sealed class ControlApiTests(HostFixture fixture) : IClassFixture<HostFix
         Assert.Equal("process", sandbox.Boundary.Boundary);
         Assert.Equal("bubblewrap", sandbox.Boundary.Driver);
         Assert.StartsWith("airlock-process-v1 sha256:", sandbox.Boundary.Seccomp);
-        Assert.Equal(Environment.OSVersion.Version.ToString().Length > 0, true);
+        Assert.Equal(File.ReadAllText("/proc/sys/kernel/osrelease").Trim(), sandbox.Boundary.Kernel);
         Assert.Null(sandbox.Boundary.Downgrade);
         Assert.False(string.IsNullOrEmpty(sandbox.EnvdAccessToken));
 

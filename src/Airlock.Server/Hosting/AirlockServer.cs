@@ -62,8 +62,14 @@ public static class AirlockServer
             throw new OptionsValidationException(nameof(AirlockServerOptions), typeof(AirlockServerOptions), validation.Failures);
         }
 
+        if (OperatingSystem.IsWindows())
+        {
+            throw new PlatformNotSupportedException("airlockd runs on Linux");
+        }
+
+        // Owner-only, except that others may pass through (not list): sandbox uids open their overlay root by path.
         Directory.CreateDirectory(options.DataDir);
-        File.SetUnixFileMode(options.DataDir, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
+        File.SetUnixFileMode(options.DataDir, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute | UnixFileMode.OtherExecute);
 
         var builder = WebApplication.CreateSlimBuilder();
         builder.WebHost.UseUrls(options.Listen);
@@ -140,6 +146,11 @@ public static class AirlockServer
         var key = ApiKeys.NewApiKey();
         var keyId = ApiKeys.NewId();
         await store.AddApiKeyAsync(new ApiKeyRecord(keyId, tenant.TenantId, ApiKeys.Hash(key), "bootstrap", time.GetUtcNow()), cancellationToken);
+        if (OperatingSystem.IsWindows())
+        {
+            throw new PlatformNotSupportedException("airlockd runs on Linux");
+        }
+
         var path = Path.Combine(options.DataDir, "bootstrap-key");
         await using (var file = new FileStream(path, new FileStreamOptions { Mode = FileMode.Create, Access = FileAccess.Write, UnixCreateMode = UnixFileMode.UserRead | UnixFileMode.UserWrite }))
         await using (var writer = new StreamWriter(file))
