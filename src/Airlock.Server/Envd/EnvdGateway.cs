@@ -80,7 +80,9 @@ internal sealed class EnvdGateway(SandboxManager manager, SandboxConnector conne
             return;
         }
 
-        if (!ApiKeys.Matches(context.Request.Headers["X-Access-Token"].ToString(), live.Record.AccessTokenHash))
+        // Only the agent's health answer is public, as in envd: it says nothing but "up".
+        var isHealth = HttpMethods.IsGet(context.Request.Method) && context.Request.Path == "/health";
+        if (!isHealth && !ApiKeys.Matches(context.Request.Headers["X-Access-Token"].ToString(), live.Record.AccessTokenHash))
         {
             await ApiProblem.WriteAsync(context, 401, "invalid_access_token", $"Missing or wrong X-Access-Token for sandbox {sandboxId}.");
             return;

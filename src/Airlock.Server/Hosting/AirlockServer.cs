@@ -170,6 +170,21 @@ public static class AirlockServer
         try
         {
             await next();
+
+            // Routing answers some mismatches (wrong method, wrong content type, no route) with a bare status code;
+            // every error from airlockd carries {code, message}.
+            var status = context.Response.StatusCode;
+            if (status >= 400 && !context.Response.HasStarted && string.IsNullOrEmpty(context.Response.ContentType))
+            {
+                var (code, message) = status switch
+                {
+                    415 => ("unsupported_media_type", $"Content type '{context.Request.ContentType}' is not accepted here; send application/json."),
+                    405 => ("method_not_allowed", $"{context.Request.Method} is not allowed on {context.Request.Path}."),
+                    404 => ("not_found", $"No route for {context.Request.Method} {context.Request.Path}."),
+                    _ => ("error", $"HTTP {status}."),
+                };
+                await ApiProblem.WriteAsync(context, status, code, message);
+            }
         }
         catch (ApiProblem problem) when (!context.Response.HasStarted)
         {
