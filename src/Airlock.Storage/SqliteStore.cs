@@ -313,11 +313,21 @@ public sealed class SqliteStore : IStore
         }
     }
 
-    public ValueTask DisposeAsync()
+    public async ValueTask DisposeAsync()
     {
+        // Fold the WAL back into airlock.db so the file on disk is the whole store (backups, `audit verify` offline).
+        try
+        {
+            await using var connection = await OpenConnectionAsync(CancellationToken.None);
+            await ExecuteAsync(connection, "PRAGMA wal_checkpoint(TRUNCATE);", CancellationToken.None);
+        }
+        catch (SqliteException)
+        {
+            // Another process holds the database; its own close checkpoints.
+        }
+
         _auditGate.Dispose();
         SqliteConnection.ClearAllPools();
-        return ValueTask.CompletedTask;
     }
 
     /// <summary>Round-trip time format; the audit hash covers exactly this text.</summary>

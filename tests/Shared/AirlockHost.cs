@@ -128,8 +128,16 @@ public sealed class AirlockHost : IAsyncDisposable
     /// <summary>What this host's sandboxes left on the machine: namespaces, cgroups, processes. Empty when clean.</summary>
     public IReadOnlyList<string> FindLeftovers() => Leftovers.Find(SandboxIds, DataDir);
 
+    private bool _disposed;
+
     public async ValueTask DisposeAsync()
     {
+        if (_disposed)
+        {
+            return;
+        }
+
+        _disposed = true;
         using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(60));
         await _app.StopAsync(cts.Token);
         await _app.DisposeAsync();
