@@ -109,6 +109,9 @@ public static class AirlockServer
         services.AddOpenApi("v1", o => o.AddDocumentTransformer((doc, _, _) =>
         {
             doc.Info = new() { Title = "Airlock API", Version = "v1", Description = "E2B-shaped control API of airlockd. Authenticate with X-API-Key." };
+
+            // The document describes the API, not one deployment: no server URL (clients use their own base URL).
+            doc.Servers?.Clear();
             return Task.CompletedTask;
         }));
         services.ConfigureHttpJsonOptions(j => j.SerializerOptions.TypeInfoResolverChain.Insert(0, ApiJsonContext.Default));
