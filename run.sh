@@ -15,6 +15,8 @@ if ! curl -fsS "$AIRLOCK_URL/health" >/dev/null 2>&1; then
   mkdir -p "$AIRLOCK_DATA_DIR"
   log="$AIRLOCK_DATA_DIR/airlockd.log"
   echo "starting airlockd on $AIRLOCK_URL (log: $log)"
+  # The log holds the bootstrap key (printed once): owner-only.
+  (umask 077; : > "$log")
   nohup dotnet artifacts/cli/airlock.dll serve --listen "$AIRLOCK_URL" --data-dir "$AIRLOCK_DATA_DIR" >"$log" 2>&1 &
   echo $! > "$AIRLOCK_DATA_DIR/airlockd.pid"
   for _ in $(seq 1 600); do
@@ -22,7 +24,7 @@ if ! curl -fsS "$AIRLOCK_URL/health" >/dev/null 2>&1; then
     kill -0 "$(cat "$AIRLOCK_DATA_DIR/airlockd.pid")" 2>/dev/null || { cat "$log"; exit 1; }
     sleep 0.2
   done
-  grep -m1 -A1 "bootstrap API key" "$log" || true
+  grep -i -m1 -A1 "bootstrap API key (shown once)" "$log" || true
 fi
 
 airlock doctor
