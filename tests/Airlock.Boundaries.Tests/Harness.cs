@@ -6,6 +6,7 @@ using Airlock.Core.Sandboxes;
 using Airlock.Envd.Client;
 using Airlock.Networking;
 using Airlock.Templates;
+using Airlock.Testing;
 using Microsoft.Extensions.Logging.Abstractions;
 
 namespace Airlock.Boundaries.Tests;
@@ -28,7 +29,7 @@ public sealed class Harness : IAsyncLifetime
         Assert.True(Environment.IsPrivilegedProcess, "the boundary tests mount overlays and create namespaces: run them as root");
         var templates = Environment.GetEnvironmentVariable("AIRLOCK_TEMPLATES_DIR") ?? "/var/lib/airlock/templates";
         RootFs = await new BaseTemplateBuilder(templates, NullLogger<BaseTemplateBuilder>.Instance).EnsureBuiltAsync(null, CancellationToken.None);
-        Agent = Path.Combine(RepositoryRoot(), "artifacts", "guest", "airlock-guest");
+        Agent = Path.Combine(Repo.Root, "artifacts", "guest", "airlock-guest");
         Assert.True(File.Exists(Agent), $"the AOT guest agent is missing at {Agent}; run scripts/build.sh");
         Network = new NetnsNetworkManager(new NetworkOptions { StateDir = Path.Combine(DataDir, "network"), ConnectTimeout = TimeSpan.FromSeconds(2) }, NullLogger<NetnsNetworkManager>.Instance);
         Driver = new BubblewrapDriver(new BubblewrapOptions { DataDir = DataDir });
@@ -81,19 +82,6 @@ public sealed class Harness : IAsyncLifetime
         }
 
         return sandbox;
-    }
-
-    public static string RepositoryRoot()
-    {
-        for (var dir = new DirectoryInfo(AppContext.BaseDirectory); dir is not null; dir = dir.Parent)
-        {
-            if (File.Exists(Path.Combine(dir.FullName, "Airlock.slnx")))
-            {
-                return dir.FullName;
-            }
-        }
-
-        throw new InvalidOperationException("cannot find Airlock.slnx above " + AppContext.BaseDirectory);
     }
 }
 

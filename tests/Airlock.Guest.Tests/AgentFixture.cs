@@ -1,7 +1,6 @@
 using System.Diagnostics;
-using System.Net;
-using System.Net.Sockets;
 using Airlock.Envd.Client;
+using Airlock.Testing;
 
 namespace Airlock.Guest.Tests;
 
@@ -24,24 +23,11 @@ public sealed class AgentFixture : IAsyncLifetime
     public EnvdClient Client(bool binary = false, string? token = null) =>
         new(Http, new EnvdClientOptions { BaseAddress = BaseAddress, AccessToken = token ?? Token, UseBinaryFormat = binary });
 
-    public static string RepositoryRoot()
-    {
-        for (var dir = new DirectoryInfo(AppContext.BaseDirectory); dir is not null; dir = dir.Parent)
-        {
-            if (File.Exists(Path.Combine(dir.FullName, "Airlock.slnx")))
-            {
-                return dir.FullName;
-            }
-        }
-
-        throw new InvalidOperationException("cannot find the repository root (Airlock.slnx) above " + AppContext.BaseDirectory);
-    }
-
     public async Task InitializeAsync()
     {
-        var port = FreePort();
+        var port = Loopback.FreePort();
         BaseAddress = new Uri($"http://127.0.0.1:{port}/");
-        var root = RepositoryRoot();
+        var root = Repo.Root;
         var aot = Path.Combine(root, "artifacts", "guest", "airlock-guest");
         ProcessStartInfo start;
         if (File.Exists(aot))
@@ -98,12 +84,5 @@ public sealed class AgentFixture : IAsyncLifetime
         _process?.Dispose();
         Http.Dispose();
         Directory.Delete(Root, recursive: true);
-    }
-
-    private static int FreePort()
-    {
-        using var listener = new TcpListener(IPAddress.Loopback, 0);
-        listener.Start();
-        return ((IPEndPoint)listener.LocalEndpoint).Port;
     }
 }

@@ -241,7 +241,7 @@ public sealed class ControlApiTests(HostFixture fixture) : IClassFixture<HostFix
     {
         using var anonymous = Host.NewClient(null);
         var served = await anonymous.GetStringAsync("/openapi/v1.json");
-        var path = Path.Combine(RepoRoot(), "docs", "openapi.json");
+        var path = Path.Combine(Repo.Root, "docs", "openapi.json");
         if (Environment.GetEnvironmentVariable("AIRLOCK_UPDATE_OPENAPI") == "1")
         {
             await File.WriteAllTextAsync(path, served);
@@ -252,18 +252,5 @@ public sealed class ControlApiTests(HostFixture fixture) : IClassFixture<HostFix
         Assert.Contains("/sandboxes/{sandboxID}/timeout", served);
 
         static string Normalize(string json) => System.Text.Json.Nodes.JsonNode.Parse(json)!.ToJsonString();
-    }
-
-    public static string RepoRoot()
-    {
-        for (var dir = new DirectoryInfo(AppContext.BaseDirectory); dir is not null; dir = dir.Parent)
-        {
-            if (File.Exists(Path.Combine(dir.FullName, "Airlock.slnx")))
-            {
-                return dir.FullName;
-            }
-        }
-
-        throw new InvalidOperationException("repository root not found");
     }
 }

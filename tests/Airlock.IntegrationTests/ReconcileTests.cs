@@ -39,8 +39,8 @@ public sealed class ReconcileTests
     public async Task After_airlockd_is_killed_with_SIGKILL_the_next_start_cleans_every_orphan_and_audits_it()
     {
         var dataDir = Path.Combine(Path.GetTempPath(), "airlock-crash-" + Guid.NewGuid().ToString("N")[..10]);
-        var port = AirlockHost.FreePort();
-        var cli = Path.Combine(ControlApiTests.RepoRoot(), "artifacts", "cli", "airlock.dll");
+        var port = Loopback.FreePort();
+        var cli = Path.Combine(Repo.Root, "artifacts", "cli", "airlock.dll");
         Assert.True(File.Exists(cli), "publish the CLI first (scripts/build.sh)");
         var start = new ProcessStartInfo("dotnet", ["exec", cli, "serve", "--listen", $"http://127.0.0.1:{port}", "--data-dir", dataDir])
         {

@@ -1,6 +1,5 @@
 using System.Collections.Concurrent;
 using System.Net;
-using System.Net.Sockets;
 using System.Text;
 
 namespace Airlock.Sdk.Tests;
@@ -22,7 +21,7 @@ public sealed class StubServer : IAsyncDisposable
     public StubServer(Func<StubRequest, (int Status, string? Json)> respond)
     {
         _respond = respond;
-        var port = FreePort();
+        var port = Airlock.Testing.Loopback.FreePort();
         BaseUrl = new Uri($"http://127.0.0.1:{port}/");
         _listener.Prefixes.Add(BaseUrl.ToString());
         _listener.Start();
@@ -101,15 +100,6 @@ public sealed class StubServer : IAsyncDisposable
         {
             // The client went away or the stub is stopping.
         }
-    }
-
-    private static int FreePort()
-    {
-        using var socket = new TcpListener(IPAddress.Loopback, 0);
-        socket.Start();
-        var port = ((IPEndPoint)socket.LocalEndpoint).Port;
-        socket.Stop();
-        return port;
     }
 }
 

@@ -1,6 +1,5 @@
 using System.Net;
 using System.Net.Http.Json;
-using System.Net.Sockets;
 using Airlock.Core.Api;
 using Airlock.Envd;
 using Airlock.Envd.Client;
@@ -37,7 +36,7 @@ public sealed class AirlockHost : IAsyncDisposable
     {
         var options = new AirlockServerOptions
         {
-            Listen = $"http://127.0.0.1:{FreePort()}",
+            Listen = $"http://127.0.0.1:{Loopback.FreePort()}",
             DataDir = dataDir ?? Path.Combine(Path.GetTempPath(), "airlock-test-" + Guid.NewGuid().ToString("N")[..12]),
             TemplatesDir = TemplatesDir,
         };
@@ -116,13 +115,6 @@ public sealed class AirlockHost : IAsyncDisposable
                 return _sandboxIds.ToArray();
             }
         }
-    }
-
-    public static int FreePort()
-    {
-        using var listener = new TcpListener(IPAddress.Loopback, 0);
-        listener.Start();
-        return ((IPEndPoint)listener.LocalEndpoint).Port;
     }
 
     /// <summary>What this host's sandboxes left on the machine: namespaces, cgroups, processes. Empty when clean.</summary>
