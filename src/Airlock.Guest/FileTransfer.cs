@@ -159,11 +159,7 @@ internal sealed class FileTransfer(AgentOptions options, Users users, Entries en
         }
 
         var directory = Path.GetDirectoryName(path) ?? "/";
-        FilesystemService.Guard(() =>
-        {
-            filesystem.CreateDirectories(directory, user);
-            return true;
-        });
+        FilesystemService.Guard(() => filesystem.CreateDirectories(directory, user));
 
         var temporary = Path.Combine(directory, $".{Path.GetFileName(path)}.airlock-{Guid.NewGuid():N}");
         try
@@ -182,11 +178,7 @@ internal sealed class FileTransfer(AgentOptions options, Users users, Entries en
             }
 
             users.GiveTo(temporary, user);
-            FilesystemService.Guard(() =>
-            {
-                File.Move(temporary, path, overwrite: true);
-                return true;
-            });
+            FilesystemService.Guard(() => File.Move(temporary, path, overwrite: true));
             return path;
         }
         finally
@@ -209,7 +201,8 @@ internal sealed class FileTransfer(AgentOptions options, Users users, Entries en
             return Task.CompletedTask;
         }
 
-        var status = error.Code == ConnectCodes.ResourceExhausted && error.Message.Contains("space", StringComparison.Ordinal) ? 507 : error.HttpStatus;
+        // On these routes resource_exhausted only ever means a full disk, which envd answers with 507.
+        var status = error.Code == ConnectCodes.ResourceExhausted ? StatusCodes.Status507InsufficientStorage : error.HttpStatus;
         context.Response.StatusCode = status;
         return WriteErrorBodyAsync(context, status, error.Message);
     }

@@ -12,7 +12,7 @@ internal sealed class FilesystemService(AgentOptions options, Users users, Entri
         var method = context.Request.RouteValues["method"] as string;
         return method switch
         {
-            "Stat" => Unary(context, StatRequest.Parser, (r, user) => new StatResponse { Entry = entries.Describe(Resolve(r.Path, user)) }),
+            "Stat" => Unary(context, StatRequest.Parser, (r, user) => new StatResponse { Entry = entries.Describe(Paths.Resolve(r.Path, user)) }),
             "ListDir" => Unary(context, ListDirRequest.Parser, ListDir),
             "MakeDir" => Unary(context, MakeDirRequest.Parser, MakeDir),
             "Move" => Unary(context, MoveRequest.Parser, Move),
@@ -30,6 +30,13 @@ internal sealed class FilesystemService(AgentOptions options, Users users, Entri
             var user = users.Resolve(ConnectRpc.User(context), options.DefaultUser);
             return ValueTask.FromResult(Guard(() => handler(request, user)));
         });
+
+    /// <summary>Turns file-system exceptions into Connect errors with the path in the message.</summary>
+    internal static void Guard(Action action) => Guard(() =>
+    {
+        action();
+        return 0;
+    });
 
     /// <summary>Turns file-system exceptions into Connect errors with the path in the message.</summary>
     internal static T Guard<T>(Func<T> action)
@@ -60,11 +67,9 @@ internal sealed class FilesystemService(AgentOptions options, Users users, Entri
         }
     }
 
-    private static string Resolve(string path, UserAccount user) => Paths.Resolve(path, user);
-
     private ListDirResponse ListDir(ListDirRequest request, UserAccount user)
     {
-        var root = Resolve(request.Path, user);
+        var root = Paths.Resolve(request.Path, user);
         if (!entries.Exists(root))
         {
             throw new ConnectException(ConnectCodes.NotFound, $"'{root}' does not exist");
@@ -96,7 +101,7 @@ internal sealed class FilesystemService(AgentOptions options, Users users, Entri
 
     private MakeDirResponse MakeDir(MakeDirRequest request, UserAccount user)
     {
-        var path = Resolve(request.Path, user);
+        var path = Paths.Resolve(request.Path, user);
         if (entries.Exists(path))
         {
             throw new ConnectException(ConnectCodes.AlreadyExists, $"'{path}' already exists");
@@ -129,8 +134,8 @@ internal sealed class FilesystemService(AgentOptions options, Users users, Entri
 
     private MoveResponse Move(MoveRequest request, UserAccount user)
     {
-        var source = Resolve(request.Source, user);
-        var destination = Resolve(request.Destination, user);
+        var source = Paths.Resolve(request.Source, user);
+        var destination = Paths.Resolve(request.Destination, user);
         if (!entries.Exists(source))
         {
             throw new ConnectException(ConnectCodes.NotFound, $"'{source}' does not exist");
@@ -160,7 +165,7 @@ internal sealed class FilesystemService(AgentOptions options, Users users, Entri
 
     private RemoveResponse Remove(RemoveRequest request, UserAccount user)
     {
-        var path = Resolve(request.Path, user);
+        var path = Paths.Resolve(request.Path, user);
         if (!entries.Exists(path))
         {
             throw new ConnectException(ConnectCodes.NotFound, $"'{path}' does not exist");

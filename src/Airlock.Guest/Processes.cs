@@ -51,7 +51,6 @@ internal sealed partial class ProcessTable(AgentOptions options, Users users, IL
         };
         if (account.Uid != users.Self.Uid)
         {
-            start.FileName = "setsid";
             start.ArgumentList.Add("setpriv");
             start.ArgumentList.Add($"--reuid={account.Uid}");
             start.ArgumentList.Add($"--regid={account.Gid}");

@@ -53,7 +53,8 @@ public sealed class BubblewrapDriver(BubblewrapOptions options) : ISandboxDriver
             missing.Add("root (airlockd mounts overlays, creates cgroups and enters network namespaces)");
         }
 
-        _version = await VersionAsync(cancellationToken);
+        var version = await TryRunAsync(options.Bwrap, ["--version"], cancellationToken);
+        _version = version is { ExitCode: 0 } ? version.StandardOutput.Trim().Replace("bubblewrap ", string.Empty, StringComparison.Ordinal) : null;
         if (_version is null)
         {
             missing.Add("bubblewrap (apt install bubblewrap)");
@@ -61,14 +62,14 @@ public sealed class BubblewrapDriver(BubblewrapOptions options) : ISandboxDriver
 
         foreach (var tool in new[] { "nsenter", "setpriv" })
         {
-            if (!await RunsAsync(tool, ["--version"], cancellationToken))
+            if (await TryRunAsync(tool, ["--version"], cancellationToken) is not { ExitCode: 0 })
             {
                 missing.Add($"{tool} (util-linux)");
             }
         }
 
         if (!File.ReadAllText("/proc/filesystems").Contains("\toverlay", StringComparison.Ordinal)
-            && !await RunsAsync("modprobe", ["overlay"], cancellationToken))
+            && await TryRunAsync("modprobe", ["overlay"], cancellationToken) is not { ExitCode: 0 })
         {
             missing.Add("overlayfs (kernel module 'overlay')");
         }
@@ -90,14 +91,14 @@ public sealed class BubblewrapDriver(BubblewrapOptions options) : ISandboxDriver
         if (missing.Count == 0 && _version is not null)
         {
             // Unprivileged user namespaces are what bwrap builds everything on; prove them as a sandbox uid would.
-            var probe = await Cli.Wrap("setpriv")
-                .WithArguments([$"--reuid={options.UidBase}", $"--regid={options.UidBase}", "--clear-groups", "--",
-                    options.Bwrap, "--unshare-user", "--unshare-pid", "--ro-bind", "/", "/", "--proc", "/proc", "true"])
-                .WithValidation(CommandResultValidation.None)
-                .ExecuteBufferedAsync(cancellationToken);
-            if (probe.ExitCode != 0)
+            var probe = await TryRunAsync(
+                "setpriv",
+                [$"--reuid={options.UidBase}", $"--regid={options.UidBase}", "--clear-groups", "--",
+                    options.Bwrap, "--unshare-user", "--unshare-pid", "--ro-bind", "/", "/", "--proc", "/proc", "true"],
+                cancellationToken);
+            if (probe is not { ExitCode: 0 })
             {
-                missing.Add($"unprivileged user namespaces (bwrap --unshare-user as uid {options.UidBase} failed: {probe.StandardError.Trim()}; check kernel.unprivileged_userns_clone and user.max_user_namespaces)");
+                missing.Add($"unprivileged user namespaces (bwrap --unshare-user as uid {options.UidBase} failed: {probe?.StandardError.Trim()}; check kernel.unprivileged_userns_clone and user.max_user_namespaces)");
             }
         }
 
@@ -144,7 +145,7 @@ public sealed class BubblewrapDriver(BubblewrapOptions options) : ISandboxDriver
                 Limits = launch.Limits,
                 Network = $"netns {launch.Network.Namespace}: {launch.Network.SandboxAddress} linked to host {launch.Network.HostAddress}; no route out",
             };
-            return new BubblewrapInstance(launch.SandboxId, report, process, process.Id, _cgroups, merged, launch.StateDir, detached: false);
+            return new BubblewrapInstance(launch.SandboxId, report, process, process.Id, _cgroups, merged, launch.StateDir);
         }
         catch
         {
@@ -161,7 +162,7 @@ public sealed class BubblewrapDriver(BubblewrapOptions options) : ISandboxDriver
         }
 
         var merged = Path.Combine(launch.StateDir, "merged");
-        return Task.FromResult<ISandboxInstance?>(new BubblewrapInstance(record.SandboxId, record.Report, null, pid, _cgroups, merged, launch.StateDir, detached: false));
+        return Task.FromResult<ISandboxInstance?>(new BubblewrapInstance(record.SandboxId, record.Report, null, pid, _cgroups, merged, launch.StateDir));
     }
 
     public async Task<IReadOnlyList<string>> CleanupAsync(string sandboxId, string stateDir, CancellationToken cancellationToken)
@@ -276,15 +277,24 @@ public sealed class BubblewrapDriver(BubblewrapOptions options) : ISandboxDriver
         start.Environment["AIRLOCK_LOG"] = Path.Combine(launch.StateDir, "sandbox.log");
 
         var id = hostId.ToString(CultureInfo.InvariantCulture);
-        string[] prefix =
+        var uid = SandboxUid.ToString(CultureInfo.InvariantCulture);
+        List<string> args =
         [
             "nsenter", $"--net=/run/netns/{launch.Network.Namespace}", "--",
             "setpriv", $"--reuid={id}", $"--regid={id}", "--clear-groups", "--inh-caps=-all", "--bounding-set=-all", "--",
             options.Bwrap,
-            "--unshare-user", "--uid", SandboxUid.ToString(CultureInfo.InvariantCulture), "--gid", SandboxUid.ToString(CultureInfo.InvariantCulture),
+            "--unshare-user", "--uid", uid, "--gid", uid,
             "--unshare-ipc", "--unshare-pid", "--unshare-uts", "--unshare-cgroup-try",
             "--hostname", launch.Hostname,
             "--new-session",
+        ];
+        if (!launch.KeepOnShutdown)
+        {
+            args.Add("--die-with-parent");
+        }
+
+        args.AddRange(
+        [
             "--cap-drop", "ALL",
             "--bind", merged, "/",
             "--proc", "/proc",
@@ -298,18 +308,7 @@ public sealed class BubblewrapDriver(BubblewrapOptions options) : ISandboxDriver
             "--setenv", "PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
             "--setenv", "LANG", "C.UTF-8",
             "--setenv", "AIRLOCK_ACCESS_TOKEN", launch.AccessToken,
-            "--seccomp", "9",
-        ];
-        foreach (var arg in prefix)
-        {
-            start.ArgumentList.Add(arg);
-        }
-
-        if (!launch.KeepOnShutdown)
-        {
-            start.ArgumentList.Insert(start.ArgumentList.IndexOf("--new-session") + 1, "--die-with-parent");
-        }
-
+        ]);
         foreach (var (name, value) in launch.EnvVars)
         {
             if (name.StartsWith("AIRLOCK_", StringComparison.Ordinal) || name.Contains('=', StringComparison.Ordinal))
@@ -317,40 +316,28 @@ public sealed class BubblewrapDriver(BubblewrapOptions options) : ISandboxDriver
                 throw new ArgumentException($"environment variable name '{name}' is reserved or invalid");
             }
 
-            start.ArgumentList.Insert(start.ArgumentList.IndexOf("--seccomp"), "--setenv");
-            start.ArgumentList.Insert(start.ArgumentList.IndexOf("--seccomp"), name);
-            start.ArgumentList.Insert(start.ArgumentList.IndexOf("--seccomp"), value);
+            args.AddRange(["--setenv", name, value]);
         }
 
-        start.ArgumentList.Add(AgentPathInside);
-        start.ArgumentList.Add("--listen");
-        start.ArgumentList.Add($"{launch.Network.SandboxAddress}:{options.AgentPort}");
+        args.AddRange(["--seccomp", "9", AgentPathInside, "--listen", $"{launch.Network.SandboxAddress}:{options.AgentPort}"]);
+        foreach (var arg in args)
+        {
+            start.ArgumentList.Add(arg);
+        }
+
         return start;
     }
 
-    private async Task<string?> VersionAsync(CancellationToken cancellationToken)
+    /// <summary>Runs a tool to completion; null when it is not installed.</summary>
+    private static async Task<BufferedCommandResult?> TryRunAsync(string tool, string[] args, CancellationToken cancellationToken)
     {
         try
         {
-            var result = await Cli.Wrap(options.Bwrap).WithArguments(["--version"]).WithValidation(CommandResultValidation.None).ExecuteBufferedAsync(cancellationToken);
-            return result.ExitCode == 0 ? result.StandardOutput.Trim().Replace("bubblewrap ", string.Empty, StringComparison.Ordinal) : null;
+            return await Cli.Wrap(tool).WithArguments(args).WithValidation(CommandResultValidation.None).ExecuteBufferedAsync(cancellationToken);
         }
         catch (System.ComponentModel.Win32Exception)
         {
             return null;
-        }
-    }
-
-    private static async Task<bool> RunsAsync(string tool, string[] args, CancellationToken cancellationToken)
-    {
-        try
-        {
-            var result = await Cli.Wrap(tool).WithArguments(args).WithValidation(CommandResultValidation.None).ExecuteBufferedAsync(cancellationToken);
-            return result.ExitCode == 0;
-        }
-        catch (System.ComponentModel.Win32Exception)
-        {
-            return false;
         }
     }
 

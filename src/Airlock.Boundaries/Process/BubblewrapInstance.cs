@@ -19,7 +19,7 @@ internal sealed class BubblewrapInstance : ISandboxInstance
     private readonly TaskCompletionSource<string> _exited = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private int _state; // 0 running, 1 killed or detached
 
-    public BubblewrapInstance(string sandboxId, BoundaryReport report, System.Diagnostics.Process? process, int pid, CgroupManager cgroups, string merged, string stateDir, bool detached)
+    public BubblewrapInstance(string sandboxId, BoundaryReport report, System.Diagnostics.Process? process, int pid, CgroupManager cgroups, string merged, string stateDir)
     {
         SandboxId = sandboxId;
         Report = report;
@@ -28,7 +28,6 @@ internal sealed class BubblewrapInstance : ISandboxInstance
         _cgroups = cgroups;
         _merged = merged;
         _stateDir = stateDir;
-        _state = detached ? 1 : 0;
         _ = WatchAsync();
     }
 

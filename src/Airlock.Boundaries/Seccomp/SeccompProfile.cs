@@ -31,7 +31,7 @@ public static partial class SeccompProfile
         "iopl", "ioperm", "syslog", "acct", "quotactl", "quotactl_fd", "lookup_dcookie", "nfsservctl", "vhangup",
         "settimeofday", "clock_settime", "clock_adjtime", "adjtimex", "stime",
         "create_module", "get_kernel_syms", "query_module", "uselib", "ustat", "sysfs", "_sysctl", "vm86", "vm86old",
-        "fanotify_init", "lookup_dcookie", "io_uring_setup", "io_uring_enter", "io_uring_register",
+        "fanotify_init", "io_uring_setup", "io_uring_enter", "io_uring_register",
     ];
 
     /// <summary>clone flags that create namespaces (CLONE_NEWNS, NEWCGROUP, NEWUTS, NEWIPC, NEWUSER, NEWPID, NEWNET, NEWTIME).</summary>
@@ -51,7 +51,7 @@ public static partial class SeccompProfile
 
         try
         {
-            foreach (var name in DeniedSyscalls.Distinct(StringComparer.Ordinal))
+            foreach (var name in DeniedSyscalls)
             {
                 var nr = seccomp_syscall_resolve_name(name);
                 if (nr < 0)
