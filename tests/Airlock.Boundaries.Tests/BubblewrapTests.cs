@@ -117,7 +117,7 @@ public sealed class BubblewrapTests(Harness harness) : IClassFixture<Harness>
                     {
                     }
                 }
-                catch (Exception e) when (e is OperationCanceledException or HttpRequestException or Airlock.Envd.Client.EnvdException)
+                catch (Exception e) when (e is OperationCanceledException or HttpRequestException or IOException or Airlock.Envd.Client.EnvdException)
                 {
                 }
             });
