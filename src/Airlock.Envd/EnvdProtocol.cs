@@ -24,4 +24,7 @@ public static class EnvdProtocol
 
     /// <summary>Route prefix of the filesystem service.</summary>
     public const string FilesystemService = "filesystem.Filesystem";
+
+    /// <summary>Route prefix of Airlock's own agent-administration service (never forwarded by the envd gateway).</summary>
+    public const string AgentService = "airlock.agent.v1.Agent";
 }

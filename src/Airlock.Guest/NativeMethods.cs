@@ -24,4 +24,23 @@ internal static partial class NativeMethods
     /// <summary>https://man7.org/linux/man-pages/man2/prctl.2.html</summary>
     [LibraryImport("libc", SetLastError = true)]
     internal static partial int prctl(int option, nuint arg2, nuint arg3, nuint arg4, nuint arg5);
+
+    /// <summary>https://man7.org/linux/man-pages/man2/clock_settime.2.html</summary>
+    [LibraryImport("libc", SetLastError = true)]
+    internal static partial int clock_settime(int clock, ref Timespec time);
+
+    /// <summary>https://man7.org/linux/man-pages/man2/sethostname.2.html</summary>
+    [LibraryImport("libc", SetLastError = true)]
+    internal static partial int sethostname(byte[] name, nuint length);
+
+    /// <summary>https://man7.org/linux/man-pages/man2/ioctl.2.html</summary>
+    [LibraryImport("libc", SetLastError = true)]
+    internal static unsafe partial int ioctl(int fd, nuint request, byte* argument);
+
+    [StructLayout(LayoutKind.Sequential)]
+    internal struct Timespec
+    {
+        public long Seconds;
+        public long Nanoseconds;
+    }
 }

@@ -8,7 +8,7 @@ using Google.Protobuf;
 namespace Airlock.Guest;
 
 /// <summary>The processes the agent started, by pid.</summary>
-internal sealed partial class ProcessTable(AgentOptions options, Users users, ILogger<ProcessTable> logger) : IDisposable
+internal sealed partial class ProcessTable(AgentOptions options, AgentState state, Users users, ILogger<ProcessTable> logger) : IDisposable
 {
     private readonly ConcurrentDictionary<uint, ManagedProcess> _processes = new();
 
@@ -65,7 +65,7 @@ internal sealed partial class ProcessTable(AgentOptions options, Users users, IL
         }
 
         start.Environment.Clear();
-        foreach (var (name, value) in options.SandboxEnvironment)
+        foreach (var (name, value) in state.Environment)
         {
             start.Environment[name] = value;
         }

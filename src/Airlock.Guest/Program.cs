@@ -1,5 +1,3 @@
-using System.Security.Cryptography;
-using System.Text;
 using Airlock.Envd;
 using Airlock.Envd.Connect;
 using Airlock.Guest;
@@ -32,6 +30,8 @@ builder.WebHost.ConfigureKestrel(kestrel =>
     kestrel.Listen(options.Listen, listen => listen.Protocols = HttpProtocols.Http1);
 });
 builder.Services.AddSingleton(options);
+builder.Services.AddSingleton<AgentState>();
+builder.Services.AddSingleton<AgentService>();
 builder.Services.AddSingleton<Users>();
 builder.Services.AddSingleton<Entries>();
 builder.Services.AddSingleton<ProcessTable>();
@@ -40,7 +40,7 @@ builder.Services.AddSingleton<FilesystemService>();
 builder.Services.AddSingleton<FileTransfer>();
 
 var app = builder.Build();
-var expected = Encoding.UTF8.GetBytes(options.AccessToken);
+var state = app.Services.GetRequiredService<AgentState>();
 app.Use(async (context, next) =>
 {
     if (context.Request.Path == "/health")
@@ -49,8 +49,7 @@ app.Use(async (context, next) =>
         return;
     }
 
-    var presented = Encoding.UTF8.GetBytes(context.Request.Headers[EnvdProtocol.AccessTokenHeader].ToString());
-    if (!CryptographicOperations.FixedTimeEquals(presented, expected))
+    if (!state.Accepts(context.Request.Headers[EnvdProtocol.AccessTokenHeader].ToString()))
     {
         await ConnectRpc.WriteErrorAsync(context, new ConnectException(ConnectCodes.Unauthenticated, $"missing or wrong {EnvdProtocol.AccessTokenHeader}"));
         return;
@@ -69,6 +68,7 @@ var filesystem = app.Services.GetRequiredService<FilesystemService>();
 var files = app.Services.GetRequiredService<FileTransfer>();
 app.MapPost("/" + EnvdProtocol.ProcessService + "/{method}", processes.HandleAsync);
 app.MapPost("/" + EnvdProtocol.FilesystemService + "/{method}", filesystem.HandleAsync);
+app.MapPost("/" + EnvdProtocol.AgentService + "/{method}", app.Services.GetRequiredService<AgentService>().HandleAsync);
 app.MapGet("/files", files.DownloadAsync);
 app.MapPost("/files", files.UploadAsync);
 app.MapFallback(context => ConnectRpc.WriteErrorAsync(context, new ConnectException(ConnectCodes.NotFound, $"no route {context.Request.Method} {context.Request.Path}")));

@@ -67,6 +67,13 @@ public sealed class EnvdClient(HttpClient http, EnvdClientOptions options)
             .ToList();
     }
 
+    /// <summary>Airlock's agent service: hands a restored or resumed guest its identity; returns the guest kernel release.</summary>
+    public async Task<string> SetIdentityAsync(Protocol.Agent.SetIdentityRequest request, CancellationToken cancellationToken)
+    {
+        var response = await UnaryAsync($"{EnvdProtocol.AgentService}/SetIdentity", request, Protocol.Agent.SetIdentityResponse.Parser, cancellationToken).ConfigureAwait(false);
+        return response.Kernel;
+    }
+
     public Task SendInputAsync(uint pid, ReadOnlyMemory<byte> stdin, CancellationToken cancellationToken) =>
         UnaryAsync(
             $"{EnvdProtocol.ProcessService}/SendInput",

@@ -90,6 +90,13 @@ internal sealed class EnvdGateway(SandboxManager manager, SandboxConnector conne
 
         var path = context.Request.Path.Value ?? "";
         var method = context.Request.Method;
+        if (path.Contains(EnvdProtocol.AgentService, StringComparison.OrdinalIgnoreCase))
+        {
+            // The agent-administration service is airlockd's alone (identity, clock, token); never forwarded.
+            await ApiProblem.WriteAsync(context, 404, "not_found", $"No route {method} {path}.");
+            return;
+        }
+
         var observeProcess = false;
         List<UploadedFile>? uploads = null;
 
