@@ -295,6 +295,30 @@ public sealed class NetnsNetworkManager : INetworkManager
         }
     }
 
+    /// <inheritdoc />
+    public async Task<string> AttachGuestAsync(SandboxNetwork network, uint tapOwner, CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(network);
+        var ns = network.Namespace;
+        var owner = tapOwner.ToString(CultureInfo.InvariantCulture);
+        // The namespace becomes a one-port router: the sandbox address moves to the guest behind tap0, eth0 answers
+        // ARP for it (proxy_arp), and the forward chain admits only the host's connections to the agent port.
+        await RunAsync("ip", ["netns", "exec", ns, "nft", "-f", "-"],
+            NetworkNames.GuestFirewallRuleset(_options, network.HostAddress, GuestTap), cancellationToken);
+        await RunAsync("ip", ["netns", "exec", ns, "sysctl", "-q", "-w", "net.ipv4.ip_forward=1", "net.ipv4.conf.eth0.proxy_arp=1"], null, cancellationToken);
+        var batch = string.Join('\n',
+            $"addr del {network.SandboxAddress}/32 dev eth0",
+            $"tuntap add dev {GuestTap} mode tap user {owner} group {owner}",
+            $"addr add {_options.GuestGateway}/24 dev {GuestTap}",
+            $"link set {GuestTap} up",
+            $"route replace {network.HostAddress}/32 dev eth0 src {_options.GuestGateway}") + "\n";
+        await RunAsync("ip", ["-n", ns, "-batch", "-"], batch, cancellationToken);
+        return GuestTap;
+    }
+
+    /// <summary>The tap device a microVM's network card is attached to, inside the sandbox's namespace.</summary>
+    public const string GuestTap = "tap0";
+
     private Task<ToolResult> IpAsync(IReadOnlyList<string> args, CancellationToken cancellationToken) =>
         RunAsync("ip", args, null, cancellationToken);
 

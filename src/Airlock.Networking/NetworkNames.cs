@@ -79,4 +79,31 @@ public static class NetworkNames
         }
 
         """);
+
+    /// <summary>
+    /// The ruleset of a namespace that routes for a microVM guest behind <paramref name="tap"/>: nothing may enter or
+    /// leave the namespace itself, and the only forwarded connection is the host's to the agent port on the guest.
+    /// </summary>
+    public static string GuestFirewallRuleset(NetworkOptions options, string hostAddress, string tap) => string.Create(
+        CultureInfo.InvariantCulture,
+        $$"""
+        add table inet airlock
+        delete table inet airlock
+        table inet airlock {
+            chain input {
+                type filter hook input priority 0; policy drop;
+                iif "lo" accept
+            }
+            chain forward {
+                type filter hook forward priority 0; policy drop;
+                ct state established,related accept
+                iifname "eth0" oifname "{{tap}}" ip saddr {{hostAddress}} ip daddr {{options.SandboxAddress}} tcp dport {{options.AgentPort}} ct state new accept
+            }
+            chain output {
+                type filter hook output priority 0; policy drop;
+                oif "lo" accept
+            }
+        }
+
+        """);
 }

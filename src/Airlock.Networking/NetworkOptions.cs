@@ -18,6 +18,9 @@ public sealed record NetworkOptions
     /// <summary>The fixed address every sandbox has on its <c>eth0</c>.</summary>
     public string SandboxAddress { get; init; } = "10.254.0.2";
 
+    /// <summary>The namespace's own address on a microVM's tap device; the guest's default route points at it.</summary>
+    public string GuestGateway { get; init; } = "10.254.0.1";
+
     /// <summary>The only port the host may open inside a sandbox (the guest agent).</summary>
     public int AgentPort { get; init; } = 49983;
 

@@ -175,9 +175,9 @@ public sealed class SqliteStore : IStore
         await using var command = connection.CreateCommand();
         command.CommandText = """
             INSERT INTO sandboxes (sandbox_id, tenant_id, template_id, boundary, state, failure_reason, created_at, end_at,
-                access_token_hash, access_token, metadata, env_vars, report, network, limits, host_pid, on_timeout)
+                access_token_hash, access_token, metadata, env_vars, report, network, limits, host_pid, on_timeout, paused_at, usage)
             VALUES ($id, $tenant, $template, $boundary, $state, $failure, $created, $end,
-                $tokenHash, $token, $metadata, $env, $report, $network, $limits, $pid, $onTimeout)
+                $tokenHash, $token, $metadata, $env, $report, $network, $limits, $pid, $onTimeout, $pausedAt, $usage)
             """;
         Bind(command, sandbox);
         await command.ExecuteNonQueryAsync(cancellationToken);
@@ -192,7 +192,7 @@ public sealed class SqliteStore : IStore
             UPDATE sandboxes SET template_id = $template, boundary = $boundary, state = $state, failure_reason = $failure,
                 created_at = $created, end_at = $end, access_token_hash = $tokenHash, access_token = $token,
                 metadata = $metadata, env_vars = $env, report = $report, network = $network, limits = $limits,
-                host_pid = $pid, on_timeout = $onTimeout
+                host_pid = $pid, on_timeout = $onTimeout, paused_at = $pausedAt, usage = $usage
             WHERE sandbox_id = $id AND tenant_id = $tenant
             """;
         Bind(command, sandbox);
@@ -339,7 +339,7 @@ public sealed class SqliteStore : IStore
 
     private const string SelectSandbox = """
         SELECT sandbox_id, tenant_id, template_id, boundary, state, failure_reason, created_at, end_at, access_token_hash,
-            access_token, metadata, env_vars, report, network, limits, host_pid, on_timeout FROM sandboxes
+            access_token, metadata, env_vars, report, network, limits, host_pid, on_timeout, paused_at, usage FROM sandboxes
         """;
 
     private async Task<SandboxRecord?> GetSandboxCoreAsync(string? tenantId, string sandboxId, CancellationToken cancellationToken)
@@ -429,6 +429,8 @@ public sealed class SqliteStore : IStore
         p.AddWithValue("$limits", JsonSerializer.Serialize(s.Limits, StorageJsonContext.Default.SandboxLimits));
         p.AddWithValue("$pid", (object?)s.HostPid ?? DBNull.Value);
         p.AddWithValue("$onTimeout", s.OnTimeout);
+        p.AddWithValue("$pausedAt", s.PausedAt is { } paused ? Format(paused) : DBNull.Value);
+        p.AddWithValue("$usage", JsonSerializer.Serialize(s.Usage, StorageJsonContext.Default.SandboxUsage));
     }
 
     private static Dictionary<string, string> ToDictionary(IReadOnlyDictionary<string, string> source) =>
@@ -460,6 +462,8 @@ public sealed class SqliteStore : IStore
             Limits = JsonSerializer.Deserialize(r.GetString(14), StorageJsonContext.Default.SandboxLimits) ?? new SandboxLimits(),
             HostPid = r.IsDBNull(15) ? null : r.GetInt32(15),
             OnTimeout = r.GetString(16),
+            PausedAt = r.IsDBNull(17) ? null : Parse(r.GetString(17)),
+            Usage = r.IsDBNull(18) ? new SandboxUsage() : JsonSerializer.Deserialize(r.GetString(18), StorageJsonContext.Default.SandboxUsage) ?? new SandboxUsage(),
         };
     }
 

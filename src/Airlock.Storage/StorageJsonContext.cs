@@ -8,4 +8,5 @@ namespace Airlock.Storage;
 [JsonSerializable(typeof(BoundaryReport))]
 [JsonSerializable(typeof(SandboxNetwork))]
 [JsonSerializable(typeof(SandboxLimits))]
+[JsonSerializable(typeof(SandboxUsage))]
 internal sealed partial class StorageJsonContext : JsonSerializerContext;

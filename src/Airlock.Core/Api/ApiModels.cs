@@ -27,6 +27,32 @@ public sealed record NewSandboxRequest
     [JsonPropertyName("allowDowngrade")] public bool? AllowDowngrade { get; init; }
     [JsonPropertyName("memoryMB")] public int? MemoryMB { get; init; }
     [JsonPropertyName("cpuCount")] public int? CpuCount { get; init; }
+    /// <summary>Airlock: microvm only — boot the guest kernel instead of restoring the template's pre-booted snapshot.</summary>
+    [JsonPropertyName("cold")] public bool? Cold { get; init; }
+}
+
+/// <summary>POST /sandboxes/{id}/resume and /connect body (E2B ResumedSandbox / ConnectSandbox).</summary>
+public sealed record ResumeRequest
+{
+    [JsonPropertyName("timeout")] public int? Timeout { get; init; }
+    [JsonPropertyName("autoPause")] public bool? AutoPause { get; init; }
+}
+
+/// <summary>GET /usage: metered usage of the caller's tenant, in total and per sandbox.</summary>
+public sealed record UsageReport
+{
+    [JsonPropertyName("tenantID")] public required string TenantId { get; init; }
+    [JsonPropertyName("at")] public required DateTimeOffset At { get; init; }
+    [JsonPropertyName("total")] public required SandboxUsage Total { get; init; }
+    [JsonPropertyName("sandboxes")] public required List<SandboxUsageItem> Sandboxes { get; init; }
+}
+
+public sealed record SandboxUsageItem
+{
+    [JsonPropertyName("sandboxID")] public required string SandboxId { get; init; }
+    [JsonPropertyName("state")] public required string State { get; init; }
+    [JsonPropertyName("boundary")] public required string Boundary { get; init; }
+    [JsonPropertyName("usage")] public required SandboxUsage Usage { get; init; }
 }
 
 /// <summary>Response of POST /sandboxes (E2B "Sandbox").</summary>
@@ -62,6 +88,8 @@ public sealed record SandboxDetail
     [JsonPropertyName("state")] public required string State { get; init; }
     [JsonPropertyName("failureReason")] public string? FailureReason { get; init; }
     [JsonPropertyName("boundary")] public BoundaryReport? Boundary { get; init; }
+    /// <summary>Airlock: when the sandbox was paused (paused sandboxes only).</summary>
+    [JsonPropertyName("pausedAt")] public DateTimeOffset? PausedAt { get; init; }
 }
 
 /// <summary>POST /sandboxes/{id}/timeout body.</summary>
@@ -84,6 +112,8 @@ public sealed record ApiError
 [JsonSerializable(typeof(SandboxDetail))]
 [JsonSerializable(typeof(List<SandboxDetail>))]
 [JsonSerializable(typeof(TimeoutRequest))]
+[JsonSerializable(typeof(ResumeRequest))]
+[JsonSerializable(typeof(UsageReport))]
 [JsonSerializable(typeof(ApiError))]
 [JsonSerializable(typeof(BoundaryReport))]
 [JsonSerializable(typeof(SandboxLimits))]

@@ -13,6 +13,10 @@ public static class AuditKinds
     public const string Kill = "sandbox.kill";
     public const string Failed = "sandbox.failed";
     public const string Reconcile = "airlockd.reconcile";
+    public const string Pause = "sandbox.pause";
+    public const string PauseFailed = "sandbox.pause.failed";
+    public const string Resume = "sandbox.resume";
+    public const string Reaped = "sandbox.reaped";
     public const string ApiKeyCreated = "apikey.create";
 }
 

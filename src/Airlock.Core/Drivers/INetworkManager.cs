@@ -9,6 +9,12 @@ public interface INetworkManager
     /// <summary>Creates namespace, veth pair, addresses, routes and the default-deny firewall.</summary>
     Task<SandboxNetwork> CreateAsync(string sandboxId, CancellationToken cancellationToken);
 
+    /// <summary>
+    /// Prepares the namespace for a microVM: a tap device owned by <paramref name="tapOwner"/> that the VMM opens, with the
+    /// sandbox address moved to the guest behind it. Returns the tap's name.
+    /// </summary>
+    Task<string> AttachGuestAsync(SandboxNetwork network, uint tapOwner, CancellationToken cancellationToken);
+
     Task DeleteAsync(SandboxNetwork network, CancellationToken cancellationToken);
 
     /// <summary>Namespaces and interfaces on the host that look like ours, by sandbox id.</summary>

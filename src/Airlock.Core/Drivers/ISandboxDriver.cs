@@ -42,4 +42,32 @@ public interface ISandboxInstance : IAsyncDisposable
     Task KillAsync(CancellationToken cancellationToken);
     /// <summary>Detaches without killing (airlockd shutting down with keep-on-shutdown).</summary>
     ValueTask DetachAsync();
+
+    /// <summary>
+    /// When set, the guest agent still holds this boot token (a snapshot restore, a cold boot or a resume) and airlockd
+    /// must hand it the sandbox's identity through SetIdentity before anyone else reaches it.
+    /// </summary>
+    string? BootToken => null;
+
+    /// <summary>CPU time the sandbox has used so far (its cgroup's accounting), when the driver can tell.</summary>
+    TimeSpan? CpuUsed => null;
+}
+
+/// <summary>A driver that can write a running sandbox to disk and bring it back later (microvm).</summary>
+public interface IPausableDriver
+{
+    /// <summary>
+    /// Writes the sandbox's memory and device state under its state directory and stops it: nothing runs and no memory
+    /// is held afterwards. On failure (a full disk, say) the sandbox keeps running and the exception says why.
+    /// </summary>
+    Task PauseAsync(ISandboxInstance instance, CancellationToken cancellationToken);
+
+    /// <summary>Restores a paused sandbox from its state directory onto <paramref name="launch"/>'s (new) network.</summary>
+    Task<ISandboxInstance> ResumeAsync(SandboxLaunch launch, BoundaryReport report, CancellationToken cancellationToken);
+
+    /// <summary>Whether a paused sandbox's state is complete on disk (a resume can succeed).</summary>
+    bool HasPausedState(string stateDir);
+
+    /// <summary>Bytes a paused sandbox keeps on disk (memory image and disk overlay), for metering.</summary>
+    long PausedBytes(string stateDir);
 }

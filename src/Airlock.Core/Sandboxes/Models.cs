@@ -19,6 +19,12 @@ public sealed record BoundaryReport
     public string? Runtime { get; init; }
     /// <summary>"kvm" or "tcg" for microvm; null otherwise.</summary>
     public string? Accelerator { get; init; }
+    /// <summary>microvm: why this accelerator (e.g. the KVM probe boot that hung).</summary>
+    public string? AcceleratorReason { get; init; }
+    /// <summary>microvm: the QEMU machine type ("microvm" or "q35").</summary>
+    public string? Machine { get; init; }
+    /// <summary>microvm: "snapshot", "cold boot" or "resumed from disk".</summary>
+    public string? StartedFrom { get; init; }
     /// <summary>Kernel the sandbox's processes see (the host's for process/container).</summary>
     public required string Kernel { get; init; }
     /// <summary>Seccomp profile name and SHA-256 of the compiled filter.</summary>
@@ -62,6 +68,8 @@ public sealed record SandboxLaunch
     /// <summary>Whether the sandbox survives airlockd exiting (kept for re-adoption) or dies with it.</summary>
     public bool KeepOnShutdown { get; init; }
     public string Hostname { get; init; } = "sandbox";
+    /// <summary>microvm: boot the kernel instead of restoring the template's pre-booted snapshot.</summary>
+    public bool ColdBoot { get; init; }
 }
 
 /// <summary>A sandbox as stored.</summary>
@@ -86,4 +94,25 @@ public sealed record SandboxRecord
     /// <summary>Host PID of the sandbox's supervisor process (bwrap, runc, qemu) when running.</summary>
     public int? HostPid { get; init; }
     public string OnTimeout { get; init; } = "kill";
+    /// <summary>When the sandbox was last paused (null unless paused); the reaper deletes it after the retention.</summary>
+    public DateTimeOffset? PausedAt { get; init; }
+    /// <summary>Metered usage so far (updated on every state change and by the reaper's periodic pass).</summary>
+    public SandboxUsage Usage { get; init; } = new();
+}
+
+/// <summary>What one sandbox has used: the basis of metering per sandbox and per tenant.</summary>
+public sealed record SandboxUsage
+{
+    /// <summary>Seconds spent running (created or resumed until paused or ended).</summary>
+    public double RunningSeconds { get; init; }
+    /// <summary>Running seconds × vCPUs reserved.</summary>
+    public double VCpuSeconds { get; init; }
+    /// <summary>Running seconds × GiB of memory reserved.</summary>
+    public double MemoryGiBSeconds { get; init; }
+    /// <summary>CPU time actually used (the sandbox's cgroup), summed over every run.</summary>
+    public double CpuSeconds { get; init; }
+    /// <summary>GiB of paused state kept on disk × hours kept.</summary>
+    public double PausedGiBHours { get; init; }
+    /// <summary>When the counters above were last brought up to date.</summary>
+    public DateTimeOffset? MeteredAt { get; init; }
 }

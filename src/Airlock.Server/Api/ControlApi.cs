@@ -58,6 +58,31 @@ internal static class ControlApi
             .Produces<ApiError>(StatusCodes.Status400BadRequest)
             .Produces<ApiError>(StatusCodes.Status404NotFound);
 
+        app.MapPost("/sandboxes/{sandboxID}/pause", PauseAsync)
+            .WithName("PauseSandbox").WithTags("sandboxes")
+            .Produces(StatusCodes.Status204NoContent)
+            .Produces<ApiError>(StatusCodes.Status404NotFound)
+            .Produces<ApiError>(StatusCodes.Status409Conflict)
+            .Produces<ApiError>(StatusCodes.Status507InsufficientStorage);
+
+        app.MapPost("/sandboxes/{sandboxID}/resume", ResumeAsync)
+            .WithName("ResumeSandbox").WithTags("sandboxes")
+            .Accepts<ResumeRequest>("application/json")
+            .Produces<SandboxCreated>(StatusCodes.Status201Created)
+            .Produces<ApiError>(StatusCodes.Status404NotFound)
+            .Produces<ApiError>(StatusCodes.Status409Conflict);
+
+        app.MapPost("/sandboxes/{sandboxID}/connect", ConnectAsync)
+            .WithName("ConnectSandbox").WithTags("sandboxes")
+            .Accepts<ResumeRequest>("application/json")
+            .Produces<SandboxCreated>(StatusCodes.Status200OK)
+            .Produces<SandboxCreated>(StatusCodes.Status201Created)
+            .Produces<ApiError>(StatusCodes.Status404NotFound);
+
+        app.MapGet("/usage", UsageAsync)
+            .WithName("GetUsage").WithTags("usage")
+            .Produces<UsageReport>();
+
         app.MapGet("/audit", AuditAsync)
             .WithName("ReadAudit").WithTags("audit")
             .Produces(StatusCodes.Status200OK, contentType: "application/x-ndjson");
@@ -125,6 +150,39 @@ internal static class ControlApi
         return Results.NoContent();
     }
 
+    private static async Task<IResult> PauseAsync(HttpContext context, string sandboxID, SandboxManager manager)
+    {
+        await manager.PauseAsync(Tenant(context), sandboxID, context.RequestAborted);
+        return Results.NoContent();
+    }
+
+    /// <summary>E2B's resume: 201 with the sandbox when it was paused, 409 when it is already running.</summary>
+    private static async Task<IResult> ResumeAsync(HttpContext context, string sandboxID, SandboxManager manager, AirlockServerOptions options)
+    {
+        var request = await ReadOptionalJsonAsync(context, ApiJsonContext.Default.ResumeRequest, options.MaxJsonBodyBytes) ?? new ResumeRequest();
+        var (sandbox, resumed) = await manager.ResumeAsync(Tenant(context), sandboxID, request, context.RequestAborted);
+        return resumed
+            ? Results.Json(sandbox, ApiJsonContext.Default.SandboxCreated, statusCode: StatusCodes.Status201Created)
+            : throw new ApiProblem(409, "sandbox_running", $"Sandbox {sandboxID} is already running.");
+    }
+
+    /// <summary>E2B's connect: 200 when the sandbox is running, 201 when it had to be resumed.</summary>
+    private static async Task<IResult> ConnectAsync(HttpContext context, string sandboxID, SandboxManager manager, AirlockServerOptions options)
+    {
+        var request = await ReadOptionalJsonAsync(context, ApiJsonContext.Default.ResumeRequest, options.MaxJsonBodyBytes) ?? new ResumeRequest();
+        var (sandbox, resumed) = await manager.ResumeAsync(Tenant(context), sandboxID, request, context.RequestAborted);
+        return Results.Json(sandbox, ApiJsonContext.Default.SandboxCreated, statusCode: resumed ? StatusCodes.Status201Created : StatusCodes.Status200OK);
+    }
+
+    private static async Task<IResult> UsageAsync(HttpContext context, SandboxManager manager) =>
+        Results.Json(await manager.UsageAsync(Tenant(context), context.RequestAborted), ApiJsonContext.Default.UsageReport);
+
+    private static async Task<T?> ReadOptionalJsonAsync<T>(HttpContext context, JsonTypeInfo<T> typeInfo, long maxBytes)
+        where T : class =>
+        context.Request.ContentLength is 0 || (context.Request.ContentLength is null && !context.Request.HasJsonContentType())
+            ? null
+            : await ReadJsonAsync(context, typeInfo, maxBytes);
+
     private static async Task AuditAsync(HttpContext context, IStore store)
     {
         long after = 0;
@@ -153,6 +211,7 @@ internal static class ControlApi
         State = r.State.ToString().ToLowerInvariant(),
         FailureReason = r.FailureReason,
         Boundary = r.Report,
+        PausedAt = r.PausedAt,
     };
 
     private static SandboxState ParseState(string value) => value.ToLowerInvariant() switch

@@ -93,6 +93,10 @@ public static class AirlockServer
             services.AddSingleton(driver);
         }
 
+        services.AddSingleton<ISandboxDriver>(sp => new Airlock.Boundaries.MicroVm.QemuDriver(
+            new Airlock.Boundaries.MicroVm.QemuOptions { DataDir = options.DataDir, Accelerator = options.Accelerator, Snapshots = options.MicroVmSnapshots },
+            sp.GetRequiredService<INetworkManager>()));
+
         services.AddSingleton<INetworkManager>(sp => new Airlock.Networking.NetnsNetworkManager(
             new Airlock.Networking.NetworkOptions { StateDir = Path.Combine(options.DataDir, "network") },
             sp.GetRequiredService<ILogger<Airlock.Networking.NetnsNetworkManager>>()));
@@ -132,8 +136,6 @@ public static class AirlockServer
         yield return new Airlock.Boundaries.Process.BubblewrapDriver(new Airlock.Boundaries.Process.BubblewrapOptions { DataDir = options.DataDir });
         yield return new Airlock.Boundaries.UnavailableDriver(BoundaryKind.Container, "runc",
             "the container boundary is not implemented yet (issue 5: OCI runtime driver)", ["container driver (runc bundle writer, seccomp profile, cgroup limits)"]);
-        yield return new Airlock.Boundaries.UnavailableDriver(BoundaryKind.MicroVm, "qemu",
-            "the microvm boundary is not implemented yet (issue 4: QEMU driver, guest kernel and initramfs)", ["qemu driver", "guest kernel + initramfs", "template disk image"]);
     }
 
     private static async Task BootstrapAsync(IServiceProvider services, AirlockServerOptions options, Action<string>? onBootstrapKey, CancellationToken cancellationToken)
@@ -244,7 +246,17 @@ public static class AirlockServer
 /// <summary>Reconciles on start; kills or keeps sandboxes on stop.</summary>
 internal sealed class SandboxLifecycleService(SandboxManager manager) : IHostedService
 {
-    public Task StartAsync(CancellationToken cancellationToken) => manager.ReconcileAsync(cancellationToken);
+    public async Task StartAsync(CancellationToken cancellationToken)
+    {
+        await manager.ReconcileAsync(cancellationToken);
+        manager.StartReaper();
+
+        // Probe every boundary once now (the microvm probe boots a kernel, KVM bounded) rather than on the first create.
+        foreach (var driver in manager.Drivers.Values)
+        {
+            _ = driver.ProbeAsync(CancellationToken.None);
+        }
+    }
 
     public Task StopAsync(CancellationToken cancellationToken) => manager.ShutdownAsync(cancellationToken);
 }

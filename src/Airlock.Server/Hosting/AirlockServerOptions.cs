@@ -26,4 +26,16 @@ public sealed record AirlockServerOptions
     /// <summary>Largest file upload through envd routes.</summary>
     public long MaxUploadBytes { get; init; } = 256L << 20;
     public int MaxSandboxesPerTenant { get; init; } = 50;
+    /// <summary>Memory all of a tenant's running sandboxes may reserve together.</summary>
+    public int MaxTenantMemoryMiB { get; init; } = 16_384;
+    /// <summary>vCPUs all of a tenant's running sandboxes may reserve together.</summary>
+    public int MaxTenantVCpus { get; init; } = 8;
+    /// <summary>How long a paused sandbox is kept before the reaper deletes it (E2B keeps them for days; at least 8 hours here).</summary>
+    public TimeSpan PausedRetention { get; init; } = TimeSpan.FromHours(8);
+    /// <summary>How often the reaper deletes expired paused sandboxes and brings usage counters up to date.</summary>
+    public TimeSpan ReaperInterval { get; init; } = TimeSpan.FromMinutes(1);
+    /// <summary>microvm accelerator: auto (KVM after a successful probe boot, else TCG), kvm or tcg.</summary>
+    public string Accelerator { get; init; } = "auto";
+    /// <summary>Start microVMs from a per-template pre-booted snapshot (false: every one boots its kernel).</summary>
+    public bool MicroVmSnapshots { get; init; } = true;
 }

@@ -16,4 +16,10 @@ internal sealed class LiveSandbox(SandboxRecord record, ISandboxInstance instanc
 
     /// <summary>Set once a kill or failure has begun, so the exit watcher does not report it as a crash.</summary>
     public bool Ending { get; set; }
+
+    /// <summary>Set while the driver writes the sandbox to disk: its entry process exiting then is the plan, not a crash.</summary>
+    public bool Pausing { get; set; }
+
+    /// <summary>CPU time the instance had used when usage was last metered.</summary>
+    public TimeSpan CpuMetered { get; set; }
 }

@@ -78,10 +78,16 @@ internal sealed class SandboxManager : IAsyncDisposable
         var limits = ValidateLimits(request);
         var (boundary, risk, downgrade) = await ChooseBoundaryAsync(request, cancellationToken);
 
-        var running = _live.Values.Count(l => l.Record.TenantId == tenantId);
-        if (running >= _options.MaxSandboxesPerTenant)
+        CheckTenantQuota(tenantId, limits);
+        var onTimeout = "kill";
+        if (request.AutoPause == true)
         {
-            throw new ApiProblem(429, "quota_exceeded", $"Tenant already runs {running} sandboxes (limit {_options.MaxSandboxesPerTenant}).");
+            if (_drivers[boundary] is not IPausableDriver)
+            {
+                throw ApiProblem.BadRequest("pause_unsupported", $"autoPause needs a boundary that can pause to disk (microvm); this sandbox would get {boundary.Name()}.");
+            }
+
+            onTimeout = "pause";
         }
 
         var id = NewSandboxId();
@@ -101,7 +107,8 @@ internal sealed class SandboxManager : IAsyncDisposable
             Metadata = metadata,
             EnvVars = env,
             Limits = limits,
-            OnTimeout = "kill",
+            OnTimeout = onTimeout,
+            Usage = new SandboxUsage { MeteredAt = now },
         };
         await _store.InsertSandboxAsync(record, cancellationToken);
         await AuditAsync(AuditKinds.SandboxCreate, record, AuditJson.Object(
@@ -135,13 +142,18 @@ internal sealed class SandboxManager : IAsyncDisposable
                 GuestAgentPath = _guestAgentPath,
                 KeepOnShutdown = _options.KeepSandboxesOnShutdown,
                 Hostname = "sandbox",
+                ColdBoot = request.Cold == true,
             };
             instance = await _drivers[boundary].StartAsync(launch, cancellationToken);
             _connector.Register(id, network);
             await WaitForAgentAsync(id, token, instance, cancellationToken);
+            if (instance.BootToken is { } bootToken)
+            {
+                await SetIdentityAsync(id, bootToken, token, env, cancellationToken);
+            }
 
             var report = downgrade is null ? instance.Report : instance.Report with { Downgrade = downgrade };
-            record = record with { State = SandboxState.Running, Report = report, Network = network, HostPid = instance.HostPid };
+            record = record with { State = SandboxState.Running, Report = report, Network = network, HostPid = instance.HostPid, Usage = record.Usage with { MeteredAt = _time.GetUtcNow() } };
             await _store.UpdateSandboxAsync(record, cancellationToken);
             await AuditAsync(AuditKinds.BoundaryGot, record, AuditJson.Object(("report", new AuditJson.RawJson(JsonSerializer.Serialize(report, ApiJsonContext.Default.BoundaryReport)))), cancellationToken);
 
@@ -272,6 +284,19 @@ internal sealed class SandboxManager : IAsyncDisposable
                 return;
             }
 
+            if (live.Record.OnTimeout == "pause" && _drivers[live.Record.Boundary] is IPausableDriver)
+            {
+                try
+                {
+                    await PauseLiveAsync(live, "timeout", _stopping.Token);
+                    return;
+                }
+                catch (Exception ex) when (ex is not OperationCanceledException)
+                {
+                    ServerLog.Unexpected(_logger, ex, "auto-pause on timeout; killing instead");
+                }
+            }
+
             await EndAsync(live, SandboxState.Killed, "timeout", AuditKinds.Timeout, _stopping.Token);
         }
         catch (Exception ex)
@@ -284,7 +309,7 @@ internal sealed class SandboxManager : IAsyncDisposable
         _ = live.Instance.Exited.ContinueWith(
             async exited =>
             {
-                if (live.Ending || _stopping.IsCancellationRequested)
+                if (live.Ending || live.Pausing || _stopping.IsCancellationRequested)
                 {
                     return;
                 }
@@ -326,6 +351,7 @@ internal sealed class SandboxManager : IAsyncDisposable
         await CleanupAsync(id, live.Record.Boundary, live.Instance, live.Record.Network, Path.Combine(SandboxesDir, id));
         live.Record = live.Record with
         {
+            Usage = Meter(live, _time.GetUtcNow()),
             State = state,
             FailureReason = state == SandboxState.Failed ? reason : null,
             AccessToken = null,
@@ -391,6 +417,407 @@ internal sealed class SandboxManager : IAsyncDisposable
         }
 
         throw new TimeoutException($"guest agent did not become healthy within 30 s ({last ?? "no answer"})");
+    }
+
+    private void CheckTenantQuota(string tenantId, SandboxLimits limits)
+    {
+        var mine = _live.Values.Where(l => l.Record.TenantId == tenantId && !l.Ending).ToList();
+        if (mine.Count >= _options.MaxSandboxesPerTenant)
+        {
+            throw new ApiProblem(429, "quota_exceeded", $"Tenant already runs {mine.Count} sandboxes (limit {_options.MaxSandboxesPerTenant}).");
+        }
+
+        var memory = mine.Sum(l => l.Record.Limits.MemoryMiB);
+        if (memory + limits.MemoryMiB > _options.MaxTenantMemoryMiB)
+        {
+            throw new ApiProblem(429, "memory_quota_exceeded", $"Tenant's running sandboxes reserve {memory} MiB; {limits.MemoryMiB} more would pass the tenant quota of {_options.MaxTenantMemoryMiB} MiB.");
+        }
+
+        var vcpus = mine.Sum(l => l.Record.Limits.VCpus);
+        if (vcpus + limits.VCpus > _options.MaxTenantVCpus)
+        {
+            throw new ApiProblem(429, "cpu_quota_exceeded", $"Tenant's running sandboxes reserve {vcpus} vCPUs; {limits.VCpus} more would pass the tenant quota of {_options.MaxTenantVCpus}.");
+        }
+    }
+
+    /// <summary>Hands a restored, booted or resumed guest its identity; the boot token stops working.</summary>
+    private async Task SetIdentityAsync(string id, string bootToken, string token, IReadOnlyDictionary<string, string>? env, CancellationToken cancellationToken)
+    {
+        using var http = _connector.CreateClient(TimeSpan.FromSeconds(10));
+        var client = new EnvdClient(http, new EnvdClientOptions { BaseAddress = SandboxConnector.BaseUri(id, EnvdProtocol.Port), AccessToken = bootToken, UseBinaryFormat = true });
+        var request = new Airlock.Envd.Protocol.Agent.SetIdentityRequest
+        {
+            AccessToken = token,
+            Hostname = "sandbox",
+            MachineId = Convert.ToHexStringLower(System.Security.Cryptography.RandomNumberGenerator.GetBytes(16)),
+            Entropy = Google.Protobuf.ByteString.CopyFrom(System.Security.Cryptography.RandomNumberGenerator.GetBytes(64)),
+            UnixTimeNs = (_time.GetUtcNow() - DateTimeOffset.UnixEpoch).Ticks * 100,
+            ReplaceEnvs = env is not null,
+        };
+        if (env is not null)
+        {
+            foreach (var (name, value) in env)
+            {
+                request.Envs[name] = value;
+            }
+        }
+
+        await client.SetIdentityAsync(request, cancellationToken);
+    }
+
+    /// <summary>POST /sandboxes/{id}/pause: 409 when already paused, 404 when gone, 507 when the disk is full.</summary>
+    public async Task PauseAsync(string tenantId, string sandboxId, CancellationToken cancellationToken)
+    {
+        var record = await GetAsync(tenantId, sandboxId, cancellationToken);
+        if (record.State is SandboxState.Paused or SandboxState.Pausing)
+        {
+            throw new ApiProblem(409, "sandbox_paused", $"Sandbox {sandboxId} is already {record.State.ToString().ToLowerInvariant()}.");
+        }
+
+        var live = await GetLiveAsync(tenantId, sandboxId, cancellationToken);
+        if (_drivers[live.Record.Boundary] is not IPausableDriver)
+        {
+            throw new ApiProblem(409, "pause_unsupported", $"Sandbox {sandboxId} runs in the {live.Record.Boundary.Name()} boundary, which cannot pause to disk; only microvm sandboxes can.");
+        }
+
+        await PauseLiveAsync(live, "requested", cancellationToken);
+    }
+
+    private async Task PauseLiveAsync(LiveSandbox live, string why, CancellationToken cancellationToken)
+    {
+        var pausable = (IPausableDriver)_drivers[live.Record.Boundary];
+        var id = live.Record.SandboxId;
+        await live.Gate.WaitAsync(cancellationToken);
+        try
+        {
+            if (live.Ending || live.Pausing)
+            {
+                throw new ApiProblem(409, "sandbox_busy", $"Sandbox {id} is already pausing or ending.");
+            }
+
+            live.Pausing = true;
+            live.TimeoutTimer?.Dispose();
+            live.Record = live.Record with { State = SandboxState.Pausing };
+            await _store.UpdateSandboxAsync(live.Record, CancellationToken.None);
+            var stopwatch = Stopwatch.StartNew();
+            var usage = Meter(live, _time.GetUtcNow());
+            try
+            {
+                await pausable.PauseAsync(live.Instance, cancellationToken);
+            }
+            catch (Exception ex)
+            {
+                live.Pausing = false;
+                var alive = !live.Instance.Exited.IsCompleted;
+                live.Record = live.Record with { State = SandboxState.Running };
+                await _store.UpdateSandboxAsync(live.Record, CancellationToken.None);
+                await AuditAsync(AuditKinds.PauseFailed, live.Record, AuditJson.Object(("reason", ex.Message), ("stillRunning", alive)), CancellationToken.None);
+                Arm(live);
+                if (!alive)
+                {
+                    _ = EndAsync(live, SandboxState.Failed, $"lost while pausing: {ex.Message}", AuditKinds.Failed, CancellationToken.None);
+                }
+
+                throw ex is IOException
+                    ? new ApiProblem(507, "pause_failed", $"Sandbox {id} could not be paused and keeps running: {ex.Message}")
+                    : new ApiProblem(500, "pause_failed", $"Sandbox {id} could not be paused{(alive ? " and keeps running" : "")}: {ex.Message}");
+            }
+
+            _connector.Unregister(id);
+            await live.Instance.DisposeAsync();
+            if (live.Record.Network is { } net)
+            {
+                await DeleteNetworkAsync(id, net);
+            }
+
+            var now = _time.GetUtcNow();
+            live.Record = live.Record with
+            {
+                State = SandboxState.Paused,
+                PausedAt = now,
+                HostPid = null,
+                Network = null,
+                Usage = usage with { MeteredAt = now },
+            };
+            await _store.UpdateSandboxAsync(live.Record, CancellationToken.None);
+            _live.TryRemove(id, out _);
+            var bytes = pausable.PausedBytes(Path.Combine(SandboxesDir, id));
+            await AuditAsync(AuditKinds.Pause, live.Record, AuditJson.Object(("reason", why), ("bytesOnDisk", bytes), ("milliseconds", stopwatch.ElapsedMilliseconds)), CancellationToken.None);
+            ServerLog.SandboxEnded(_logger, id, $"paused ({why}) in {stopwatch.ElapsedMilliseconds} ms, {bytes} bytes on disk");
+        }
+        finally
+        {
+            live.Gate.Release();
+        }
+    }
+
+    private readonly ConcurrentDictionary<string, SemaphoreSlim> _resumeGates = new(StringComparer.Ordinal);
+
+    /// <summary>Resume or connect: a running sandbox is returned as is (false); a paused one is restored (true).</summary>
+    public async Task<(SandboxCreated Sandbox, bool Resumed)> ResumeAsync(string tenantId, string sandboxId, ResumeRequest request, CancellationToken cancellationToken)
+    {
+        var gate = _resumeGates.GetOrAdd(sandboxId, _ => new SemaphoreSlim(1, 1));
+        await gate.WaitAsync(cancellationToken);
+        try
+        {
+            var record = await GetAsync(tenantId, sandboxId, cancellationToken);
+            if (_live.TryGetValue(sandboxId, out var running) && !running.Ending && !running.Pausing)
+            {
+                if (request.Timeout is { } extend)
+                {
+                    await SetTimeoutAsync(tenantId, sandboxId, extend, cancellationToken);
+                }
+
+                return (Created(running.Record), false);
+            }
+
+            if (record.State != SandboxState.Paused)
+            {
+                throw ApiProblem.NotFound("sandbox_not_found", record.State.IsTerminal()
+                    ? $"Sandbox {sandboxId} is {record.State.ToString().ToLowerInvariant()} and cannot be resumed."
+                    : $"Sandbox {sandboxId} is {record.State.ToString().ToLowerInvariant()}; try again.");
+            }
+
+            var timeout = ValidateTimeout(request.Timeout ?? _options.DefaultTimeoutSeconds);
+            CheckTenantQuota(tenantId, record.Limits);
+            var pausable = _drivers[record.Boundary] as IPausableDriver ?? throw new ApiProblem(409, "pause_unsupported", $"Sandbox {sandboxId} cannot be resumed by this node.");
+            var stateDir = Path.Combine(SandboxesDir, sandboxId);
+            var stopwatch = Stopwatch.StartNew();
+            var now = _time.GetUtcNow();
+            var usage = MeterPaused(record, pausable, now);
+            record = record with { State = SandboxState.Resuming, Usage = usage };
+            await _store.UpdateSandboxAsync(record, cancellationToken);
+            SandboxNetwork? network = null;
+            ISandboxInstance? instance = null;
+            try
+            {
+                network = await _network.CreateAsync(sandboxId, cancellationToken);
+                var launch = new SandboxLaunch
+                {
+                    SandboxId = sandboxId,
+                    TemplateId = record.TemplateId,
+                    RootFs = "",
+                    StateDir = stateDir,
+                    AccessToken = record.AccessToken ?? throw new InvalidOperationException("the paused sandbox's access token is missing"),
+                    Limits = record.Limits,
+                    Network = network,
+                    EnvVars = record.EnvVars,
+                    GuestAgentPath = _guestAgentPath,
+                    KeepOnShutdown = _options.KeepSandboxesOnShutdown,
+                };
+                instance = await pausable.ResumeAsync(launch, record.Report ?? throw new InvalidOperationException("the paused sandbox has no boundary report"), cancellationToken);
+                _connector.Register(sandboxId, network);
+                await WaitForAgentAsync(sandboxId, launch.AccessToken, instance, cancellationToken);
+                await SetIdentityAsync(sandboxId, launch.AccessToken, launch.AccessToken, env: null, cancellationToken);
+            }
+            catch (Exception ex)
+            {
+                _connector.Unregister(sandboxId);
+                if (instance is not null)
+                {
+                    await instance.DisposeAsync();
+                }
+
+                if (network is not null)
+                {
+                    await DeleteNetworkAsync(sandboxId, network);
+                }
+
+                // The saved state is only deleted by a successful resume: the sandbox stays paused and can be tried again.
+                var keep = pausable.HasPausedState(stateDir);
+                record = keep
+                    ? record with { State = SandboxState.Paused }
+                    : record with { State = SandboxState.Failed, FailureReason = $"resume failed: {ex.Message}", AccessToken = null };
+                await _store.UpdateSandboxAsync(record, CancellationToken.None);
+                await AuditAsync(AuditKinds.Failed, record, AuditJson.Object(("reason", $"resume failed: {ex.Message}"), ("stillPaused", keep)), CancellationToken.None);
+                throw ex is ApiProblem or OperationCanceledException ? ex : new ApiProblem(500, "resume_failed", $"Sandbox {sandboxId} could not be resumed{(keep ? " (it stays paused)" : "")}: {ex.Message}");
+            }
+
+            now = _time.GetUtcNow();
+            record = record with
+            {
+                State = SandboxState.Running,
+                PausedAt = null,
+                Network = network,
+                HostPid = instance.HostPid,
+                EndAt = now.AddSeconds(timeout),
+                Report = record.Report with { StartedFrom = instance.Report.StartedFrom },
+                OnTimeout = request.AutoPause is { } auto ? (auto ? "pause" : "kill") : record.OnTimeout,
+                Usage = record.Usage with { MeteredAt = now },
+            };
+            await _store.UpdateSandboxAsync(record, CancellationToken.None);
+            var live = new LiveSandbox(record, instance);
+            _live[sandboxId] = live;
+            Arm(live);
+            Watch(live);
+            await AuditAsync(AuditKinds.Resume, record, AuditJson.Object(("milliseconds", stopwatch.ElapsedMilliseconds), ("timeoutSeconds", timeout)), CancellationToken.None);
+            ServerLog.SandboxStarted(_logger, sandboxId, "microvm", "resumed", stopwatch.ElapsedMilliseconds);
+            return (Created(record), true);
+        }
+        finally
+        {
+            gate.Release();
+        }
+    }
+
+    private SandboxCreated Created(SandboxRecord record) => new()
+    {
+        SandboxId = record.SandboxId,
+        TemplateId = record.TemplateId,
+        EnvdVersion = EnvdProtocol.Version,
+        EnvdAccessToken = record.AccessToken ?? "",
+        Domain = _options.Domain,
+        Boundary = record.Report!,
+    };
+
+    private async Task DeleteNetworkAsync(string id, SandboxNetwork network)
+    {
+        try
+        {
+            using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(30));
+            await _network.DeleteAsync(network, cts.Token);
+        }
+        catch (Exception ex)
+        {
+            ServerLog.CleanupFailed(_logger, ex, id);
+        }
+    }
+
+    /// <summary>Usage of a running sandbox brought up to <paramref name="now"/> (reserved vCPU/memory time, CPU used).</summary>
+    private SandboxUsage Meter(LiveSandbox live, DateTimeOffset now)
+    {
+        var usage = live.Record.Usage;
+        if (live.Record.State is SandboxState.Paused)
+        {
+            return usage;
+        }
+
+        var since = usage.MeteredAt ?? live.Record.CreatedAt;
+        var seconds = Math.Max(0, (now - since).TotalSeconds);
+        var cpu = live.Instance.CpuUsed;
+        var cpuDelta = 0.0;
+        if (cpu is { } used)
+        {
+            cpuDelta = Math.Max(0, (used - live.CpuMetered).TotalSeconds);
+            live.CpuMetered = used;
+        }
+
+        return usage with
+        {
+            RunningSeconds = usage.RunningSeconds + seconds,
+            VCpuSeconds = usage.VCpuSeconds + seconds * live.Record.Limits.VCpus,
+            MemoryGiBSeconds = usage.MemoryGiBSeconds + seconds * live.Record.Limits.MemoryMiB / 1024.0,
+            CpuSeconds = usage.CpuSeconds + cpuDelta,
+            MeteredAt = now,
+        };
+    }
+
+    /// <summary>Usage of a paused sandbox brought up to <paramref name="now"/>: the GiB it keeps on disk × hours.</summary>
+    private SandboxUsage MeterPaused(SandboxRecord record, IPausableDriver pausable, DateTimeOffset now)
+    {
+        var since = record.Usage.MeteredAt ?? record.PausedAt ?? now;
+        var hours = Math.Max(0, (now - since).TotalHours);
+        var gib = pausable.PausedBytes(Path.Combine(SandboxesDir, record.SandboxId)) / (double)(1L << 30);
+        return record.Usage with { PausedGiBHours = record.Usage.PausedGiBHours + hours * gib, MeteredAt = now };
+    }
+
+    /// <summary>GET /usage: every sandbox of the tenant (running, paused and ended), metered up to now.</summary>
+    public async Task<UsageReport> UsageAsync(string tenantId, CancellationToken cancellationToken)
+    {
+        var now = _time.GetUtcNow();
+        var items = new List<SandboxUsageItem>();
+        foreach (var record in await _store.ListSandboxesAsync(tenantId, null, cancellationToken))
+        {
+            var usage = record.Usage;
+            if (_live.TryGetValue(record.SandboxId, out var live) && !live.Ending && !live.Pausing)
+            {
+                var cpuBefore = live.CpuMetered;
+                usage = Meter(live, now);
+                live.CpuMetered = cpuBefore; // a read does not move the meter
+            }
+            else if (record.State == SandboxState.Paused && _drivers[record.Boundary] is IPausableDriver pausable)
+            {
+                usage = MeterPaused(record, pausable, now);
+            }
+
+            items.Add(new SandboxUsageItem { SandboxId = record.SandboxId, State = record.State.ToString().ToLowerInvariant(), Boundary = record.Boundary.Name(), Usage = usage });
+        }
+
+        var total = new SandboxUsage
+        {
+            RunningSeconds = items.Sum(i => i.Usage.RunningSeconds),
+            VCpuSeconds = items.Sum(i => i.Usage.VCpuSeconds),
+            MemoryGiBSeconds = items.Sum(i => i.Usage.MemoryGiBSeconds),
+            CpuSeconds = items.Sum(i => i.Usage.CpuSeconds),
+            PausedGiBHours = items.Sum(i => i.Usage.PausedGiBHours),
+            MeteredAt = now,
+        };
+        return new UsageReport { TenantId = tenantId, At = now, Total = total, Sandboxes = items };
+    }
+
+    private ITimer? _reaper;
+
+    /// <summary>Starts the periodic reaper (expired paused sandboxes) and meter (usage of running ones).</summary>
+    public void StartReaper() =>
+        _reaper = _time.CreateTimer(_ => _ = ReapAsync(CancellationToken.None), null, _options.ReaperInterval, _options.ReaperInterval);
+
+    /// <summary>One reaper pass: deletes paused sandboxes older than the retention (audited) and persists usage.</summary>
+    public async Task<IReadOnlyList<string>> ReapAsync(CancellationToken cancellationToken)
+    {
+        var reaped = new List<string>();
+        try
+        {
+            var now = _time.GetUtcNow();
+            foreach (var record in await _store.ListSandboxesAsync(null, [SandboxState.Paused], cancellationToken))
+            {
+                if (_drivers[record.Boundary] is not IPausableDriver pausable)
+                {
+                    continue;
+                }
+
+                var metered = record with { Usage = MeterPaused(record, pausable, now) };
+                if (record.PausedAt is { } paused && now - paused >= _options.PausedRetention)
+                {
+                    var stateDir = Path.Combine(SandboxesDir, record.SandboxId);
+                    var bytes = pausable.PausedBytes(stateDir);
+                    await _drivers[record.Boundary].CleanupAsync(record.SandboxId, stateDir, cancellationToken);
+                    var ended = metered with { State = SandboxState.Killed, AccessToken = null, EndAt = now, FailureReason = null };
+                    await _store.UpdateSandboxAsync(ended, cancellationToken);
+                    await AuditAsync(AuditKinds.Reaped, ended, AuditJson.Object(
+                        ("reason", $"paused for longer than the retention of {_options.PausedRetention}"),
+                        ("pausedAt", paused), ("bytesFreed", bytes)), cancellationToken);
+                    reaped.Add(record.SandboxId);
+                    ServerLog.SandboxEnded(_logger, record.SandboxId, "reaped after the paused retention");
+                }
+                else
+                {
+                    await _store.UpdateSandboxAsync(metered, cancellationToken);
+                }
+            }
+
+            foreach (var live in _live.Values.ToList())
+            {
+                await live.Gate.WaitAsync(cancellationToken);
+                try
+                {
+                    if (!live.Ending && !live.Pausing)
+                    {
+                        live.Record = live.Record with { Usage = Meter(live, now) };
+                        await _store.UpdateSandboxAsync(live.Record, cancellationToken);
+                    }
+                }
+                finally
+                {
+                    live.Gate.Release();
+                }
+            }
+        }
+        catch (Exception ex) when (ex is not OperationCanceledException)
+        {
+            ServerLog.Unexpected(_logger, ex, "reaper");
+        }
+
+        return reaped;
     }
 
     private async Task<(BoundaryKind Boundary, Risk Risk, string? Downgrade)> ChooseBoundaryAsync(NewSandboxRequest request, CancellationToken cancellationToken)
@@ -532,11 +959,13 @@ internal sealed class SandboxManager : IAsyncDisposable
     {
         var actions = new List<string>();
         var adopted = new HashSet<string>(StringComparer.Ordinal);
-        foreach (var record in await _store.ListSandboxesAsync(null, LiveStates, cancellationToken))
+        var kept = new HashSet<string>(StringComparer.Ordinal); // paused: state on disk, nothing running
+        foreach (var stored in await _store.ListSandboxesAsync(null, LiveStates, cancellationToken))
         {
+            var record = stored;
             var stateDir = Path.Combine(SandboxesDir, record.SandboxId);
             ISandboxInstance? instance = null;
-            if (record.State == SandboxState.Running && record.Network is { } net && record.AccessToken is { } token && _drivers.TryGetValue(record.Boundary, out var driver))
+            if (record.State is SandboxState.Running or SandboxState.Pausing or SandboxState.Resuming && record.Network is { } net && record.AccessToken is { } token && _drivers.TryGetValue(record.Boundary, out var driver))
             {
                 var launch = new SandboxLaunch
                 {
@@ -577,12 +1006,35 @@ internal sealed class SandboxManager : IAsyncDisposable
 
             if (instance is not null)
             {
+                if (record.State != SandboxState.Running)
+                {
+                    // Caught mid-pause or mid-resume with the VM still up: it is running, whatever the store said.
+                    record = record with { State = SandboxState.Running, PausedAt = null };
+                    await _store.UpdateSandboxAsync(record, cancellationToken);
+                }
+
                 var live = new LiveSandbox(record with { HostPid = instance.HostPid }, instance);
                 _live[record.SandboxId] = live;
                 Arm(live);
                 Watch(live);
                 adopted.Add(record.SandboxId);
                 actions.Add($"sandbox {record.SandboxId}: re-adopted (pid {instance.HostPid})");
+                continue;
+            }
+
+            if (record.State is SandboxState.Paused or SandboxState.Pausing or SandboxState.Resuming
+                && _drivers.TryGetValue(record.Boundary, out var owner) && owner is IPausableDriver pausable && pausable.HasPausedState(stateDir))
+            {
+                // Its saved state is complete on disk: it stays paused (a VMM left mid-pause or mid-resume is stopped).
+                if (record.Network is { } stale)
+                {
+                    await DeleteNetworkAsync(record.SandboxId, stale);
+                }
+
+                var paused = record with { State = SandboxState.Paused, PausedAt = record.PausedAt ?? _time.GetUtcNow(), Network = null, HostPid = null };
+                await _store.UpdateSandboxAsync(paused, cancellationToken);
+                kept.Add(record.SandboxId);
+                actions.Add($"sandbox {record.SandboxId}: was {record.State.ToString().ToLowerInvariant()}, kept paused");
                 continue;
             }
 
@@ -611,7 +1063,15 @@ internal sealed class SandboxManager : IAsyncDisposable
         {
             foreach (var id in await driver.FindLeftoversAsync(cancellationToken))
             {
-                if (ours.Contains(id) && !adopted.Contains(id) && leftovers.Add(id))
+                if (ours.Contains(id) && !adopted.Contains(id) && kept.Contains(id) && driver is IPausableDriver)
+                {
+                    // A paused sandbox's VMM caught mid-pause: stop it, keep the state directory.
+                    foreach (var line in await driver.CleanupAsync(id, Path.Combine(SandboxesDir, id, ".no-state"), cancellationToken))
+                    {
+                        actions.Add($"paused {id}: {line}");
+                    }
+                }
+                else if (ours.Contains(id) && !adopted.Contains(id) && !kept.Contains(id) && leftovers.Add(id))
                 {
                     foreach (var line in await driver.CleanupAsync(id, Path.Combine(SandboxesDir, id), cancellationToken))
                     {
@@ -623,7 +1083,7 @@ internal sealed class SandboxManager : IAsyncDisposable
 
         foreach (var id in await _network.FindLeftoversAsync(cancellationToken))
         {
-            if (ours.Contains(id) && !adopted.Contains(id))
+            if (ours.Contains(id) && !adopted.Contains(id) && !_live.ContainsKey(id))
             {
                 await _network.DeleteLeftoverAsync(id, cancellationToken);
                 actions.Add($"orphan {id}: network namespace and link removed");
@@ -635,7 +1095,7 @@ internal sealed class SandboxManager : IAsyncDisposable
             foreach (var dir in Directory.EnumerateDirectories(SandboxesDir))
             {
                 var id = Path.GetFileName(dir);
-                if (!adopted.Contains(id) && !_live.ContainsKey(id))
+                if (!adopted.Contains(id) && !kept.Contains(id) && !_live.ContainsKey(id))
                 {
                     foreach (var driver in _drivers.Values)
                     {
@@ -665,6 +1125,11 @@ internal sealed class SandboxManager : IAsyncDisposable
     public async Task ShutdownAsync(CancellationToken cancellationToken)
     {
         await _stopping.CancelAsync();
+        if (_reaper is not null)
+        {
+            await _reaper.DisposeAsync();
+        }
+
         var all = _live.Values.ToList();
         if (_options.KeepSandboxesOnShutdown)
         {

@@ -1,0 +1,688 @@
+using System.Collections.Concurrent;
+using System.Diagnostics;
+using System.Globalization;
+using System.Net.Sockets;
+using System.Security.Cryptography;
+using System.Text;
+using Airlock.Boundaries.Cgroups;
+using Airlock.Core.Drivers;
+using Airlock.Core.Sandboxes;
+using CliWrap;
+using CliWrap.Buffered;
+
+namespace Airlock.Boundaries.MicroVm;
+
+/// <summary>
+/// The microvm boundary: one QEMU process per sandbox, with its own guest kernel.
+/// </summary>
+/// <remarks>
+/// <code>
+/// probe (once):  tools ─ kernel ─ probe boot under KVM (bounded) ─ else TCG ─ machine microvm, else q35
+/// start:         initramfs + template ext4 (cached) ─ tap in the sandbox netns ─ cgroup ─ QEMU as an unprivileged uid
+///                ─ restore the template's pre-booted snapshot (or boot cold) ─ airlockd sets the guest's identity
+/// pause:         stop ─ migrate (device state + memory) to a file ─ quit: no process, no memory held
+/// resume:        QEMU -incoming ─ stream the file back ─ cont ─ identity (clock, entropy)
+/// </code>
+/// </remarks>
+public sealed class QemuDriver(QemuOptions options, INetworkManager network) : ISandboxDriver, IPausableDriver
+{
+    internal const string MemoryFile = "memory.bin";
+    internal const string DiskFile = "root.qcow2";
+    private readonly CgroupManager _cgroups = new(options.CgroupRoot);
+    private readonly SemaphoreSlim _probeLock = new(1, 1);
+    private readonly ConcurrentDictionary<string, SemaphoreSlim> _snapshotLocks = new(StringComparer.Ordinal);
+    private DriverAvailability? _availability;
+    private string _version = "";
+    private string _kernel = "";
+    private long _tscKhz;
+
+    public BoundaryKind Boundary => BoundaryKind.MicroVm;
+
+    public string Name => "qemu";
+
+    /// <summary>"kvm" or "tcg", once probed.</summary>
+    public string Accelerator { get; private set; } = "tcg";
+
+    /// <summary>Why this accelerator (e.g. why KVM was not used).</summary>
+    public string AcceleratorReason { get; private set; } = "not probed yet";
+
+    /// <summary>"microvm" or "q35", once probed.</summary>
+    public string Machine { get; private set; } = "microvm";
+
+    private string SandboxesDir => Path.Combine(options.DataDir, "sandboxes");
+
+    public async Task<DriverAvailability> ProbeAsync(CancellationToken cancellationToken)
+    {
+        await _probeLock.WaitAsync(cancellationToken);
+        try
+        {
+            return _availability ??= await ProbeUncachedAsync(cancellationToken);
+        }
+        finally
+        {
+            _probeLock.Release();
+        }
+    }
+
+    private async Task<DriverAvailability> ProbeUncachedAsync(CancellationToken cancellationToken)
+    {
+        var missing = new List<string>();
+        if (NativeMethods.geteuid() != 0)
+        {
+            missing.Add("root (airlockd creates tap devices, cgroups and enters network namespaces)");
+        }
+
+        var version = await TryRunAsync(options.Qemu, ["--version"], cancellationToken);
+        _version = version is { ExitCode: 0 } ? version.StandardOutput.Split('\n')[0].Replace("QEMU emulator version ", "", StringComparison.Ordinal).Trim() : "";
+        if (_version.Length == 0)
+        {
+            missing.Add($"{options.Qemu} (apt install qemu-system-x86)");
+        }
+
+        if (await TryRunAsync(options.QemuImg, ["--version"], cancellationToken) is not { ExitCode: 0 })
+        {
+            missing.Add($"{options.QemuImg} (apt install qemu-utils)");
+        }
+
+        _kernel = options.Kernel ?? GuestBootImage.FindKernel() ?? "";
+        if (!File.Exists(_kernel))
+        {
+            missing.Add("a guest kernel (apt install linux-image-cloud-amd64)");
+        }
+
+        foreach (var (file, package) in new[] { (options.Busybox, "busybox-static"), (options.Tini, "tini"), ("/sbin/mkfs.ext4", "e2fsprogs"), ("/dev/net/tun", "the tun module") })
+        {
+            if (!File.Exists(file))
+            {
+                missing.Add($"{file} ({package})");
+            }
+        }
+
+        if (_cgroups.Probe() is { } cgroupProblem)
+        {
+            missing.Add(cgroupProblem);
+        }
+
+        if (missing.Count > 0)
+        {
+            return new DriverAvailability(Boundary, Name, false, "the microvm boundary needs: " + string.Join("; ", missing)) { Missing = missing };
+        }
+
+        _tscKhz = HostTscKhz();
+        var probeImage = await BuildProbeImageAsync(cancellationToken);
+        var kvmProblem = await ProbeKvmAsync(probeImage, cancellationToken);
+        Accelerator = kvmProblem is null ? "kvm" : "tcg";
+        AcceleratorReason = kvmProblem is null ? "KVM probe boot finished" : kvmProblem;
+        foreach (var machine in new[] { "microvm", "q35" })
+        {
+            var problem = await ProbeBootAsync(probeImage, Accelerator, machine, cancellationToken);
+            if (problem is null)
+            {
+                Machine = machine;
+                return new DriverAvailability(Boundary, Name, true,
+                    $"qemu {_version}, machine {Machine}, accelerator {Accelerator} ({AcceleratorReason}), kernel {GuestRelease}, cgroup {_cgroups.Mode}");
+            }
+
+            missing.Add($"{machine} probe boot under {Accelerator}: {problem}");
+        }
+
+        return new DriverAvailability(Boundary, Name, false, "no machine type boots the guest kernel: " + string.Join("; ", missing)) { Missing = missing };
+    }
+
+    private string GuestRelease => Path.GetFileName(_kernel).Replace("vmlinuz-", "", StringComparison.Ordinal);
+
+    /// <summary>KVM is used only when a probe boot under it finishes; on nested hosts /dev/kvm may open while guests hang.</summary>
+    private async Task<string?> ProbeKvmAsync(string probeImage, CancellationToken cancellationToken)
+    {
+        if (options.Accelerator == "tcg")
+        {
+            return "TCG forced by configuration";
+        }
+
+        if (!File.Exists("/dev/kvm"))
+        {
+            return "/dev/kvm does not exist";
+        }
+
+        try
+        {
+            await using var kvm = File.Open("/dev/kvm", FileMode.Open, FileAccess.ReadWrite);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            return $"/dev/kvm cannot be opened: {e.Message}";
+        }
+
+        var problem = await ProbeBootAsync(probeImage, "kvm", "microvm", cancellationToken);
+        return problem is null ? null : $"KVM probe boot failed ({problem}); using TCG";
+    }
+
+    /// <summary>Boots the probe initramfs (it prints a marker and powers off); null when that worked in time.</summary>
+    private async Task<string?> ProbeBootAsync(string probeImage, string accel, string machine, CancellationToken cancellationToken)
+    {
+        using var timeout = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+        timeout.CancelAfter(options.ProbeTimeout);
+        var output = new StringBuilder();
+        var stopwatch = Stopwatch.StartNew();
+        try
+        {
+            var args = new List<string>(MachineArgs(accel, machine, 1, 128))
+            {
+                "-serial", "stdio", "-kernel", _kernel, "-initrd", probeImage,
+                "-append", GuestBootImage.CommandLine("", "probe", accel == "tcg" ? _tscKhz : 0, probe: true),
+            };
+            var result = await Cli.Wrap(options.Qemu).WithArguments(args)
+                .WithStandardOutputPipe(PipeTarget.ToStringBuilder(output))
+                .WithStandardErrorPipe(PipeTarget.ToStringBuilder(output))
+                .WithValidation(CommandResultValidation.None)
+                .ExecuteAsync(CancellationToken.None, timeout.Token);
+            return output.ToString().Contains("AIRLOCK-PROBE-OK", StringComparison.Ordinal)
+                ? null
+                : $"exit {result.ExitCode} without reaching init: {Tail(output.ToString())}";
+        }
+        catch (OperationCanceledException) when (!cancellationToken.IsCancellationRequested)
+        {
+            return $"no answer within {options.ProbeTimeout.TotalSeconds:0} s ({stopwatch.Elapsed.TotalSeconds:0.0} s; {Tail(output.ToString())})";
+        }
+    }
+
+    private async Task<string> BuildProbeImageAsync(CancellationToken cancellationToken)
+    {
+        var dir = Path.Combine(options.VmDir, "probe");
+        Directory.CreateDirectory(dir);
+        var path = Path.Combine(dir, "probe.cpio");
+        await using (var stream = File.Create(path))
+        {
+            using var cpio = new CpioWriter(stream);
+            foreach (var d in new[] { "bin", "dev", "proc", "sys" })
+            {
+                cpio.AddDirectory(d);
+            }
+
+            cpio.AddFile("init", Encoding.UTF8.GetBytes("#!/bin/busybox sh\n/bin/busybox mount -t devtmpfs dev /dev\necho AIRLOCK-PROBE-OK > /dev/ttyS0\n/bin/busybox poweroff -f\n"), 0x1ED);
+            cpio.AddFile("bin/busybox", await File.ReadAllBytesAsync(options.Busybox, cancellationToken), 0x1ED);
+        }
+
+        return path;
+    }
+
+    /// <summary>The QEMU arguments that define the virtual hardware; identical for a snapshot and every restore of it.</summary>
+    internal IReadOnlyList<string> MachineArgs(string accel, string machine, int vcpus, int memoryMiB)
+    {
+        var m = machine == "microvm"
+            // PIT/PIC/RTC on: the Debian kernel calibrates its clock with them under TCG.
+            ? "microvm,pit=on,pic=on,rtc=on,isa-serial=on"
+            : "q35,sata=off,smbus=off,vmport=off";
+        return
+        [
+            "-machine", m,
+            "-accel", accel == "kvm" ? "kvm" : "tcg,tb-size=64",
+            "-cpu", accel == "kvm" ? "host" : "max",
+            "-smp", vcpus.ToString(CultureInfo.InvariantCulture),
+            "-m", memoryMiB.ToString(CultureInfo.InvariantCulture) + "M",
+            "-nodefaults", "-no-user-config", "-nographic", "-no-reboot",
+            // QEMU's own seccomp filter: no exec, no privilege changes, no obsolete syscalls, no scheduler/affinity changes.
+            "-sandbox", "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny",
+        ];
+    }
+
+    private IReadOnlyList<string> DeviceArgs(string disk, string tap)
+    {
+        var suffix = Machine == "microvm" ? "device" : "pci";
+        return
+        [
+            "-drive", $"id=root,file={disk},format=qcow2,if=none,cache=writeback,discard=unmap,aio=threads",
+            "-device", $"virtio-blk-{suffix},drive=root",
+            "-netdev", $"tap,id=net0,ifname={tap},script=no,downscript=no",
+            "-device", $"virtio-net-{suffix},netdev=net0,mac=52:54:00:a1:70:02",
+            "-object", "rng-random,id=rng0,filename=/dev/urandom",
+            "-device", $"virtio-rng-{suffix},rng=rng0",
+            // The console is a bounded ring in QEMU's memory (read over QMP): a guest printing forever fills no disk.
+            "-chardev", "ringbuf,id=console,size=262144",
+            "-serial", "chardev:console",
+        ];
+    }
+
+    public async Task<ISandboxInstance> StartAsync(SandboxLaunch launch, CancellationToken cancellationToken)
+    {
+        await EnsureAvailableAsync(cancellationToken);
+        var boot = await EnsureBootAsync(launch.GuestAgentPath, cancellationToken);
+        var (baseDisk, diskHash) = await RootDiskImage.EnsureAsync(Path.Combine(options.VmDir, "disks"), launch.TemplateId, launch.RootFs, options.DiskSizeMiB, cancellationToken);
+        Snapshot? snapshot = null;
+        if (options.Snapshots && !launch.ColdBoot)
+        {
+            snapshot = await EnsureSnapshotAsync(launch, boot, baseDisk, diskHash, cancellationToken);
+        }
+
+        var uid = (uint)(options.UidBase + launch.Network.Index);
+        try
+        {
+            PrepareStateDir(launch.StateDir, uid);
+            var disk = Path.Combine(launch.StateDir, DiskFile);
+            await CreateOverlayAsync(disk, snapshot?.Disk ?? baseDisk, snapshot is null ? "raw" : "qcow2", uid, cancellationToken);
+            var tap = await network.AttachGuestAsync(launch.Network, uid, cancellationToken);
+            var bootToken = snapshot?.Token ?? NewToken();
+            var instance = await LaunchAsync(launch, boot, tap, uid, bootToken, incoming: snapshot?.State, cancellationToken);
+            return instance;
+        }
+        catch
+        {
+            await CleanupAsync(launch.SandboxId, launch.StateDir, CancellationToken.None);
+            throw;
+        }
+    }
+
+    public async Task PauseAsync(ISandboxInstance instance, CancellationToken cancellationToken)
+    {
+        var vm = (QemuInstance)instance;
+        await vm.SaveAsync(Path.Combine(vm.StateDir, MemoryFile), stopAfter: true, cancellationToken);
+    }
+
+    public async Task<ISandboxInstance> ResumeAsync(SandboxLaunch launch, BoundaryReport report, CancellationToken cancellationToken)
+    {
+        await EnsureAvailableAsync(cancellationToken);
+        var memory = Path.Combine(launch.StateDir, MemoryFile);
+        if (!HasPausedState(launch.StateDir))
+        {
+            throw new InvalidOperationException($"sandbox {launch.SandboxId} has no complete paused state in {launch.StateDir}");
+        }
+
+        // The saved state fixes the virtual hardware: resume with exactly what the sandbox was started with.
+        var config = VmConfig.Read(launch.StateDir);
+        var boot = new GuestBoot(config.Kernel, report.Kernel, config.Initramfs, "");
+        var uid = (uint)(options.UidBase + launch.Network.Index);
+        PrepareStateDir(launch.StateDir, uid);
+        foreach (var file in Directory.EnumerateFiles(launch.StateDir))
+        {
+            NativeMethods.lchown(file, uid, uid);
+        }
+
+        var tap = await network.AttachGuestAsync(launch.Network, uid, cancellationToken);
+        var instance = await LaunchAsync(launch, boot, tap, uid, launch.AccessToken, memory, cancellationToken, config.Accelerator, config.Machine);
+        File.Delete(memory);
+        return instance;
+    }
+
+    public bool HasPausedState(string stateDir) =>
+        File.Exists(Path.Combine(stateDir, MemoryFile)) && File.Exists(Path.Combine(stateDir, DiskFile));
+
+    public long PausedBytes(string stateDir)
+    {
+        long total = 0;
+        foreach (var name in new[] { MemoryFile, DiskFile })
+        {
+            var file = new FileInfo(Path.Combine(stateDir, name));
+            if (file.Exists)
+            {
+                total += file.Length;
+            }
+        }
+
+        return total;
+    }
+
+    public async Task<ISandboxInstance?> AdoptAsync(SandboxRecord record, SandboxLaunch launch, CancellationToken cancellationToken)
+    {
+        if (record.HostPid is not { } pid || !NativeMethods.IsAlive(pid) || !CgroupManager.Contains(pid, record.SandboxId) || record.Report is null)
+        {
+            return null;
+        }
+
+        var qmp = await QmpClient.ConnectAsync(Path.Combine(launch.StateDir, "qmp.sock"), TimeSpan.FromSeconds(5), cancellationToken);
+        return new QemuInstance(record.SandboxId, record.Report, null, pid, qmp, _cgroups, launch.StateDir, bootToken: null);
+    }
+
+    public async Task<IReadOnlyList<string>> CleanupAsync(string sandboxId, string stateDir, CancellationToken cancellationToken)
+    {
+        var actions = new List<string>();
+        actions.AddRange(await _cgroups.DestroyAsync(sandboxId, cancellationToken));
+        if (Directory.Exists(stateDir))
+        {
+            Directory.Delete(stateDir, recursive: true);
+            actions.Add($"removed {stateDir}");
+        }
+
+        return actions;
+    }
+
+    public Task<IReadOnlyCollection<string>> FindLeftoversAsync(CancellationToken cancellationToken)
+    {
+        // Cgroups are shared with the other drivers' layout (airlock/<id>); a VMM left running is found there.
+        var ids = new HashSet<string>(_cgroups.FindAll(), StringComparer.Ordinal);
+        ids.RemoveWhere(id => id.StartsWith("probe-", StringComparison.Ordinal));
+        return Task.FromResult<IReadOnlyCollection<string>>(ids);
+    }
+
+    private async Task EnsureAvailableAsync(CancellationToken cancellationToken)
+    {
+        var availability = await ProbeAsync(cancellationToken);
+        if (!availability.Available)
+        {
+            throw new InvalidOperationException(availability.Detail);
+        }
+    }
+
+    private Task<GuestBoot> EnsureBootAsync(string agent, CancellationToken cancellationToken) =>
+        GuestBootImage.EnsureAsync(options.VmDir, _kernel, options.Busybox, options.Tini, agent, cancellationToken);
+
+    /// <summary>Starts QEMU for a sandbox (cold boot, or restoring <paramref name="incoming"/>) and connects QMP.</summary>
+    private async Task<QemuInstance> LaunchAsync(
+        SandboxLaunch launch, GuestBoot boot, string tap, uint uid, string bootToken, string? incoming, CancellationToken cancellationToken,
+        string? accel = null, string? machine = null)
+    {
+        accel ??= Accelerator;
+        machine ??= Machine;
+        var limits = launch.Limits;
+        var args = new List<string>(MachineArgs(accel, machine, limits.VCpus, limits.MemoryMiB))
+        {
+            "-name", $"airlock-{launch.SandboxId},debug-threads=on",
+            "-kernel", boot.Kernel, "-initrd", boot.Initramfs,
+            "-append", GuestBootImage.CommandLine(bootToken, launch.Hostname, accel == "tcg" ? _tscKhz : 0, probe: false),
+            "-qmp", $"unix:{Path.Combine(launch.StateDir, "qmp.sock")},server=on,wait=off",
+            "-pidfile", Path.Combine(launch.StateDir, "qemu.pid"),
+        };
+        args.AddRange(DeviceArgs(Path.Combine(launch.StateDir, DiskFile), tap));
+        if (incoming is not null)
+        {
+            args.AddRange(["-incoming", "defer"]);
+        }
+
+        // QEMU's cgroup: the guest's RAM plus QEMU's own overhead, its vCPUs' worth of CPU.
+        var cgroupLimits = limits with { MemoryMiB = limits.MemoryMiB + options.OverheadMiB, Pids = 256, CpuMillis = Math.Max(limits.CpuMillis, limits.VCpus * 1000) };
+        new VmConfig(boot.Kernel, boot.Initramfs, accel, machine).Write(launch.StateDir);
+        var procs = _cgroups.Create(launch.SandboxId, cgroupLimits);
+        var process = await DedicatedSpawner.StartAsync(LaunchCommand(launch, uid, procs, args));
+        QmpClient? qmp = null;
+        try
+        {
+            qmp = await ConnectQmpAsync(launch.StateDir, process, cancellationToken);
+            var report = new BoundaryReport
+            {
+                Boundary = BoundaryKind.MicroVm.Name(),
+                Driver = Name,
+                Runtime = $"qemu {_version}",
+                Machine = machine,
+                Accelerator = accel,
+                AcceleratorReason = accel == Accelerator ? AcceleratorReason : null,
+                Kernel = boot.KernelRelease,
+                Seccomp = "qemu -sandbox on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny",
+                Cgroup = _cgroups.Mode,
+                UserNamespace = false,
+                Limits = limits,
+                Network = $"netns {launch.Network.Namespace}: guest {launch.Network.SandboxAddress} behind {tap}, linked to host {launch.Network.HostAddress}; no route out",
+                StartedFrom = incoming is null ? "cold boot" : Path.GetFileName(incoming) == MemoryFile ? "resumed from disk" : "snapshot",
+            };
+            var instance = new QemuInstance(launch.SandboxId, report, process, process.Id, qmp, _cgroups, launch.StateDir, bootToken);
+            qmp = null;
+            if (incoming is not null)
+            {
+                await instance.RestoreAsync(incoming, cancellationToken);
+            }
+
+            return instance;
+        }
+        catch
+        {
+            if (qmp is not null)
+            {
+                await qmp.DisposeAsync();
+            }
+
+            if (!process.HasExited)
+            {
+                process.Kill();
+            }
+
+            await _cgroups.DestroyAsync(launch.SandboxId, CancellationToken.None);
+            throw;
+        }
+    }
+
+    private static async Task<QmpClient> ConnectQmpAsync(string stateDir, System.Diagnostics.Process process, CancellationToken cancellationToken)
+    {
+        var connect = QmpClient.ConnectAsync(Path.Combine(stateDir, "qmp.sock"), TimeSpan.FromSeconds(15), cancellationToken);
+        var exited = process.WaitForExitAsync(cancellationToken);
+        if (await Task.WhenAny(connect, exited) == exited && !connect.IsCompleted)
+        {
+            var log = Path.Combine(stateDir, "qemu.log");
+            throw new InvalidOperationException($"qemu exited with code {process.ExitCode} before QMP answered: {(File.Exists(log) ? Tail(await File.ReadAllTextAsync(log, cancellationToken)) : "")}");
+        }
+
+        return await connect;
+    }
+
+    private ProcessStartInfo LaunchCommand(SandboxLaunch launch, uint uid, IReadOnlyList<string> cgroupProcs, IReadOnlyList<string> qemuArgs)
+    {
+        // As for bubblewrap: a root shell joins the cgroups before anything runs, then nsenter joins the sandbox's
+        // network namespace (its tap is there) and setpriv drops to the sandbox's uid with no capabilities.
+        var start = new ProcessStartInfo("/bin/sh") { UseShellExecute = false };
+        start.ArgumentList.Add("-c");
+        start.ArgumentList.Add("""
+            for procs in $AIRLOCK_CGROUP_PROCS; do echo $$ > "$procs" || exit 97; done
+            exec "$@" >> "$AIRLOCK_LOG" 2>&1 < /dev/null
+            """);
+        start.ArgumentList.Add("airlock-launch");
+        start.Environment.Clear();
+        start.Environment["PATH"] = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+        start.Environment["AIRLOCK_CGROUP_PROCS"] = string.Join(' ', cgroupProcs);
+        start.Environment["AIRLOCK_LOG"] = Path.Combine(launch.StateDir, "qemu.log");
+        var id = uid.ToString(CultureInfo.InvariantCulture);
+        List<string> args = ["nsenter", $"--net=/run/netns/{launch.Network.Namespace}", "--", "setpriv", $"--reuid={id}", $"--regid={id}"];
+        args.Add(KvmGroup() is { } kvm && Accelerator == "kvm" ? $"--groups={kvm}" : "--clear-groups");
+        args.AddRange(["--inh-caps=-all", "--bounding-set=-all"]);
+        if (!launch.KeepOnShutdown)
+        {
+            args.Add("--pdeathsig=KILL");
+        }
+
+        args.AddRange(["--", options.Qemu]);
+        args.AddRange(qemuArgs);
+        foreach (var arg in args)
+        {
+            start.ArgumentList.Add(arg);
+        }
+
+        return start;
+    }
+
+    /// <summary>What a resume must repeat exactly: the boot files and the virtual machine the state was saved from.</summary>
+    private sealed record VmConfig(string Kernel, string Initramfs, string Accelerator, string Machine)
+    {
+        private const string FileName = "vm.conf";
+
+        public void Write(string stateDir) =>
+            File.WriteAllLines(Path.Combine(stateDir, FileName), [Kernel, Initramfs, Accelerator, Machine]);
+
+        public static VmConfig Read(string stateDir)
+        {
+            var lines = File.ReadAllLines(Path.Combine(stateDir, FileName));
+            return lines.Length >= 4
+                ? new VmConfig(lines[0], lines[1], lines[2], lines[3])
+                : throw new InvalidOperationException($"{Path.Combine(stateDir, FileName)} is incomplete");
+        }
+    }
+
+    private sealed record Snapshot(string State, string Disk, string Token);
+
+    /// <summary>
+    /// The template's pre-booted snapshot for this VM size: boot once, wait for the agent, save device state and memory.
+    /// Keyed by everything that must match on restore (kernel, initramfs, disk, VM size, accelerator, machine, QEMU).
+    /// </summary>
+    private async Task<Snapshot> EnsureSnapshotAsync(SandboxLaunch launch, GuestBoot boot, string baseDisk, string diskHash, CancellationToken cancellationToken)
+    {
+        var key = Convert.ToHexStringLower(SHA256.HashData(Encoding.UTF8.GetBytes(string.Join('\n',
+            boot.Hash, diskHash, launch.Limits.VCpus, launch.Limits.MemoryMiB, Accelerator, Machine, _version, _tscKhz))))[..16];
+        var dir = Path.Combine(options.VmDir, "snapshots", $"{launch.TemplateId}-{key}");
+        var snapshot = new Snapshot(Path.Combine(dir, "state.bin"), Path.Combine(dir, "disk.qcow2"), Path.Combine(dir, "token"));
+        var gate = _snapshotLocks.GetOrAdd(dir, _ => new SemaphoreSlim(1, 1));
+        await gate.WaitAsync(cancellationToken);
+        try
+        {
+            if (!File.Exists(snapshot.Token))
+            {
+                await BuildSnapshotAsync(launch, boot, baseDisk, dir, snapshot, cancellationToken);
+            }
+
+            return snapshot with { Token = (await File.ReadAllTextAsync(snapshot.Token, cancellationToken)).Trim() };
+        }
+        finally
+        {
+            gate.Release();
+        }
+    }
+
+    private async Task BuildSnapshotAsync(SandboxLaunch launch, GuestBoot boot, string baseDisk, string dir, Snapshot snapshot, CancellationToken cancellationToken)
+    {
+        if (Directory.Exists(dir))
+        {
+            Directory.Delete(dir, recursive: true);
+        }
+
+        Directory.CreateDirectory(dir);
+        // The template VM is a sandbox of its own for the minute it lives: own id, namespace, cgroup and state dir, so a
+        // crash while building leaves nothing the startup reconcile would not find and clean.
+        var id = "t" + Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(10))[..19];
+        var stateDir = Path.Combine(SandboxesDir, id);
+        Directory.CreateDirectory(stateDir);
+        SandboxNetwork? net = null;
+        QemuInstance? vm = null;
+        try
+        {
+            net = await network.CreateAsync(id, cancellationToken);
+            var uid = (uint)(options.UidBase + net.Index);
+            PrepareStateDir(stateDir, uid);
+            var disk = Path.Combine(stateDir, DiskFile);
+            await CreateOverlayAsync(disk, baseDisk, "raw", uid, cancellationToken);
+            var tap = await network.AttachGuestAsync(net, uid, cancellationToken);
+            var token = NewToken();
+            var template = launch with { SandboxId = id, StateDir = stateDir, Network = net, Hostname = "airlock-template", KeepOnShutdown = false };
+            vm = await LaunchAsync(template, boot, tap, uid, token, incoming: null, cancellationToken);
+            await WaitForHealthAsync(net, vm, options.BootTimeout, cancellationToken);
+            await vm.SaveAsync(snapshot.State, stopAfter: true, cancellationToken);
+            File.Move(disk, snapshot.Disk);
+            UnixFiles.SetMode(snapshot.Disk, UnixFileMode.UserRead | UnixFileMode.GroupRead | UnixFileMode.OtherRead);
+            await File.WriteAllTextAsync(snapshot.Token + ".tmp", token, cancellationToken);
+            UnixFiles.SetMode(snapshot.Token + ".tmp", UnixFileMode.UserRead | UnixFileMode.UserWrite);
+            File.Move(snapshot.Token + ".tmp", snapshot.Token);
+        }
+        finally
+        {
+            if (vm is not null)
+            {
+                await vm.DisposeAsync();
+            }
+
+            await CleanupAsync(id, stateDir, CancellationToken.None);
+            if (net is not null)
+            {
+                await network.DeleteAsync(net, CancellationToken.None);
+            }
+        }
+    }
+
+    /// <summary>Polls the agent's public /health over the sandbox's link until it answers.</summary>
+    private async Task WaitForHealthAsync(SandboxNetwork net, QemuInstance vm, TimeSpan timeout, CancellationToken cancellationToken)
+    {
+        using var handler = new SocketsHttpHandler { ConnectCallback = async (_, token) => new NetworkStream(await network.ConnectAsync(net, options.AgentPort, token), ownsSocket: true) };
+        using var http = new HttpClient(handler) { Timeout = TimeSpan.FromSeconds(2) };
+        var deadline = Stopwatch.StartNew();
+        string last = "no answer";
+        while (deadline.Elapsed < timeout)
+        {
+            if (vm.Exited.IsCompleted)
+            {
+                throw new InvalidOperationException($"the template VM exited while booting: {await vm.Exited}");
+            }
+
+            try
+            {
+                using var response = await http.GetAsync(new Uri($"http://{net.SandboxAddress}:{options.AgentPort}/health"), cancellationToken);
+                if (response.IsSuccessStatusCode)
+                {
+                    return;
+                }
+
+                last = $"HTTP {(int)response.StatusCode}";
+            }
+            catch (Exception e) when (e is HttpRequestException or IOException or SocketException or TaskCanceledException && !cancellationToken.IsCancellationRequested)
+            {
+                last = e.Message;
+            }
+
+            await Task.Delay(TimeSpan.FromMilliseconds(100), cancellationToken);
+        }
+
+        throw new TimeoutException($"the template VM's agent was not healthy within {timeout.TotalSeconds:0} s ({last}); console: {await vm.ConsoleTailAsync(CancellationToken.None)}");
+    }
+
+    private async Task CreateOverlayAsync(string path, string backing, string backingFormat, uint uid, CancellationToken cancellationToken)
+    {
+        var result = await Cli.Wrap(options.QemuImg)
+            .WithArguments(["create", "-q", "-f", "qcow2", "-F", backingFormat, "-b", backing, path])
+            .WithValidation(CommandResultValidation.None)
+            .ExecuteBufferedAsync(cancellationToken);
+        if (result.ExitCode != 0)
+        {
+            throw new InvalidOperationException($"qemu-img create {path} failed: {result.StandardError.Trim()}");
+        }
+
+        NativeMethods.lchown(path, uid, uid);
+    }
+
+    /// <summary>The state directory belongs to the sandbox's uid (QEMU writes its disk, sockets and pid file there) and to no one else.</summary>
+    private static void PrepareStateDir(string stateDir, uint uid)
+    {
+        Directory.CreateDirectory(stateDir);
+        NativeMethods.lchown(stateDir, uid, uid);
+        UnixFiles.SetMode(stateDir, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
+        // QEMU, as the sandbox uid, must traverse the data directory to its state and to the cached images.
+        foreach (var dir in new[] { Path.GetDirectoryName(stateDir)! })
+        {
+            UnixFiles.AddMode(dir, UnixFileMode.OtherExecute);
+        }
+    }
+
+    private static string NewToken() => Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(24));
+
+    private static int? KvmGroup()
+    {
+        foreach (var line in File.Exists("/etc/group") ? File.ReadLines("/etc/group") : [])
+        {
+            var parts = line.Split(':');
+            if (parts.Length > 2 && parts[0] == "kvm" && int.TryParse(parts[2], CultureInfo.InvariantCulture, out var gid))
+            {
+                return gid;
+            }
+        }
+
+        return null;
+    }
+
+    /// <summary>The host's TSC rate in kHz (from /proc/cpuinfo), handed to TCG guests so they skip calibration; 0 if unknown.</summary>
+    private static long HostTscKhz()
+    {
+        try
+        {
+            var line = File.ReadLines("/proc/cpuinfo").FirstOrDefault(l => l.StartsWith("cpu MHz", StringComparison.Ordinal));
+            return line is not null && double.TryParse(line[(line.IndexOf(':') + 1)..].Trim(), CultureInfo.InvariantCulture, out var mhz) ? (long)(mhz * 1000) : 0;
+        }
+        catch (IOException)
+        {
+            return 0;
+        }
+    }
+
+    internal static string Tail(string text) => string.Join(" | ", text.Split('\n', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).TakeLast(4));
+
+    private static async Task<BufferedCommandResult?> TryRunAsync(string tool, string[] args, CancellationToken cancellationToken)
+    {
+        try
+        {
+            return await Cli.Wrap(tool).WithArguments(args).WithValidation(CommandResultValidation.None).ExecuteBufferedAsync(cancellationToken);
+        }
+        catch (System.ComponentModel.Win32Exception)
+        {
+            return null;
+        }
+    }
+}
