@@ -115,7 +115,7 @@ public sealed class QemuDriver(QemuOptions options, INetworkManager network) : I
         AcceleratorReason = kvmProblem is null ? "KVM probe boot finished" : kvmProblem;
         foreach (var machine in new[] { "microvm", "q35" })
         {
-            var problem = await ProbeBootAsync(probeImage, Accelerator, machine, cancellationToken);
+            var problem = await ProbeBootAsync(probeImage, Accelerator, machine, options.ProbeTimeout, cancellationToken);
             if (problem is null)
             {
                 Machine = machine;
@@ -153,15 +153,15 @@ public sealed class QemuDriver(QemuOptions options, INetworkManager network) : I
             return $"/dev/kvm cannot be opened: {e.Message}";
         }
 
-        var problem = await ProbeBootAsync(probeImage, "kvm", "microvm", cancellationToken);
-        return problem is null ? null : $"KVM probe boot failed ({problem}); using TCG";
+        var problem = await ProbeBootAsync(probeImage, "kvm", "microvm", options.KvmProbeTimeout, cancellationToken);
+        return problem is null ? null : $"/dev/kvm opens but a KVM probe boot failed ({problem}); using TCG";
     }
 
     /// <summary>Boots the probe initramfs (it prints a marker and powers off); null when that worked in time.</summary>
-    private async Task<string?> ProbeBootAsync(string probeImage, string accel, string machine, CancellationToken cancellationToken)
+    private async Task<string?> ProbeBootAsync(string probeImage, string accel, string machine, TimeSpan limit, CancellationToken cancellationToken)
     {
         using var timeout = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
-        timeout.CancelAfter(options.ProbeTimeout);
+        timeout.CancelAfter(limit);
         var output = new StringBuilder();
         var stopwatch = Stopwatch.StartNew();
         try
@@ -182,7 +182,7 @@ public sealed class QemuDriver(QemuOptions options, INetworkManager network) : I
         }
         catch (OperationCanceledException) when (!cancellationToken.IsCancellationRequested)
         {
-            return $"no answer within {options.ProbeTimeout.TotalSeconds:0} s ({stopwatch.Elapsed.TotalSeconds:0.0} s; {Tail(output.ToString())})";
+            return $"the guest did not reach init within {limit.TotalSeconds:0} s";
         }
     }
 
@@ -234,7 +234,7 @@ public sealed class QemuDriver(QemuOptions options, INetworkManager network) : I
             "-drive", $"id=root,file={disk},format=qcow2,if=none,cache=writeback,discard=unmap,aio=threads",
             "-device", $"virtio-blk-{suffix},drive=root",
             "-netdev", $"tap,id=net0,ifname={tap},script=no,downscript=no",
-            "-device", $"virtio-net-{suffix},netdev=net0,mac=52:54:00:a1:70:02",
+            "-device", $"virtio-net-{suffix},netdev=net0,mac=52:54:00:a1:70:02{(suffix == "pci" ? ",romfile=" : "")}",
             "-object", "rng-random,id=rng0,filename=/dev/urandom",
             "-device", $"virtio-rng-{suffix},rng=rng0",
             // The console is a bounded ring in QEMU's memory (read over QMP): a guest printing forever fills no disk.

@@ -20,8 +20,11 @@ public sealed record QemuOptions
     /// <summary>"auto" (prove KVM with a probe boot, else TCG), "kvm" or "tcg".</summary>
     public string Accelerator { get; init; } = "auto";
 
-    /// <summary>How long a probe boot may take before the accelerator is declared not working.</summary>
-    public TimeSpan ProbeTimeout { get; init; } = TimeSpan.FromSeconds(20);
+    /// <summary>How long the KVM probe boot may take (a working KVM boots the probe in well under a second).</summary>
+    public TimeSpan KvmProbeTimeout { get; init; } = TimeSpan.FromSeconds(8);
+
+    /// <summary>How long the TCG probe boot may take (about 3 s on a 2-core host).</summary>
+    public TimeSpan ProbeTimeout { get; init; } = TimeSpan.FromSeconds(30);
 
     /// <summary>QEMU runs as host uid/gid <c>UidBase + network index</c>, a uid no host account uses.</summary>
     public int UidBase { get; init; } = 200000;

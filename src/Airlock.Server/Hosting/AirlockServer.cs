@@ -38,7 +38,8 @@ public static class AirlockServer
     public static async Task<IReadOnlyList<DriverAvailability>> DoctorAsync(AirlockServerOptions options, CancellationToken cancellationToken)
     {
         var results = new List<DriverAvailability>();
-        foreach (var driver in CreateDrivers(options))
+        var network = NewNetworkManager(options, Microsoft.Extensions.Logging.Abstractions.NullLogger<Airlock.Networking.NetnsNetworkManager>.Instance);
+        foreach (var driver in CreateDrivers(options, network))
         {
             results.Add(await driver.ProbeAsync(cancellationToken));
         }
@@ -88,18 +89,8 @@ public static class AirlockServer
         services.AddSingleton<IStore>(_ => store); // factory registration: the container disposes it on shutdown
         services.AddSingleton<AuditChain>(sp => new AuditChain(sp.GetRequiredService<IStore>(), sp.GetRequiredService<TimeProvider>()));
         services.AddSingleton<IAuditLog>(sp => sp.GetRequiredService<AuditChain>());
-        foreach (var driver in CreateDrivers(options))
-        {
-            services.AddSingleton(driver);
-        }
-
-        services.AddSingleton<ISandboxDriver>(sp => new Airlock.Boundaries.MicroVm.QemuDriver(
-            new Airlock.Boundaries.MicroVm.QemuOptions { DataDir = options.DataDir, Accelerator = options.Accelerator, Snapshots = options.MicroVmSnapshots },
-            sp.GetRequiredService<INetworkManager>()));
-
-        services.AddSingleton<INetworkManager>(sp => new Airlock.Networking.NetnsNetworkManager(
-            new Airlock.Networking.NetworkOptions { StateDir = Path.Combine(options.DataDir, "network") },
-            sp.GetRequiredService<ILogger<Airlock.Networking.NetnsNetworkManager>>()));
+        services.AddSingleton<INetworkManager>(sp => NewNetworkManager(options, sp.GetRequiredService<ILogger<Airlock.Networking.NetnsNetworkManager>>()));
+        services.AddSingleton<IEnumerable<ISandboxDriver>>(sp => CreateDrivers(options, sp.GetRequiredService<INetworkManager>()).ToList());
         var templatesDir = options.TemplatesDir ?? Environment.GetEnvironmentVariable("AIRLOCK_TEMPLATES_DIR") ?? Path.Combine(options.DataDir, "templates");
         services.AddSingleton(new Airlock.Templates.TemplateCatalog());
         services.AddSingleton(sp => new Airlock.Templates.BaseTemplateBuilder(templatesDir, sp.GetRequiredService<ILogger<Airlock.Templates.BaseTemplateBuilder>>()));
@@ -131,8 +122,14 @@ public static class AirlockServer
         return app;
     }
 
-    private static IEnumerable<ISandboxDriver> CreateDrivers(AirlockServerOptions options)
+    private static Airlock.Networking.NetnsNetworkManager NewNetworkManager(AirlockServerOptions options, ILogger<Airlock.Networking.NetnsNetworkManager> logger) =>
+        new(new Airlock.Networking.NetworkOptions { StateDir = Path.Combine(options.DataDir, "network") }, logger);
+
+    private static IEnumerable<ISandboxDriver> CreateDrivers(AirlockServerOptions options, INetworkManager network)
     {
+        yield return new Airlock.Boundaries.MicroVm.QemuDriver(
+            new Airlock.Boundaries.MicroVm.QemuOptions { DataDir = options.DataDir, Accelerator = options.Accelerator, Snapshots = options.MicroVmSnapshots },
+            network);
         yield return new Airlock.Boundaries.Process.BubblewrapDriver(new Airlock.Boundaries.Process.BubblewrapOptions { DataDir = options.DataDir });
         yield return new Airlock.Boundaries.UnavailableDriver(BoundaryKind.Container, "runc",
             "the container boundary is not implemented yet (issue 5: OCI runtime driver)", ["container driver (runc bundle writer, seccomp profile, cgroup limits)"]);
