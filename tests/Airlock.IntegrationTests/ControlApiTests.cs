@@ -161,8 +161,6 @@ public sealed class ControlApiTests(HostFixture fixture) : IClassFixture<HostFix
     }
 
     [Theory(Timeout = 60_000)]
-    [InlineData("{\"templateID\":\"base\"}", "microvm")]
-    [InlineData("{\"templateID\":\"base\",\"risk\":\"high\"}", "microvm")]
     [InlineData("{\"templateID\":\"base\",\"risk\":\"medium\"}", "container")]
     [InlineData("{\"templateID\":\"base\",\"boundary\":\"container\"}", "container")]
     public async Task A_boundary_this_host_cannot_offer_fails_clearly_and_never_downgrades_silently(string body, string boundary)
@@ -187,11 +185,12 @@ public sealed class ControlApiTests(HostFixture fixture) : IClassFixture<HostFix
     [Fact(Timeout = 180_000)]
     public async Task A_consented_downgrade_is_reported_in_the_sandbox_and_the_audit()
     {
-        var sandbox = await Host.CreateSandboxAsync(new NewSandboxRequest { TemplateId = "base", Risk = "high", AllowDowngrade = true, Timeout = 60 });
+        // The container boundary is unavailable in this version (issue 5), so risk medium with consent gets process.
+        var sandbox = await Host.CreateSandboxAsync(new NewSandboxRequest { TemplateId = "base", Risk = "medium", AllowDowngrade = true, Timeout = 60 });
         Assert.Equal("process", sandbox.Boundary.Boundary);
-        Assert.Contains("microvm unavailable", sandbox.Boundary.Downgrade);
+        Assert.Contains("container unavailable", sandbox.Boundary.Downgrade);
         var audit = await AuditTests.ReadAuditAsync(Host);
-        Assert.Contains(audit, r => r.SandboxId == sandbox.SandboxId && r.Kind == "sandbox.create" && r.Data.Contains("microvm unavailable", StringComparison.Ordinal));
+        Assert.Contains(audit, r => r.SandboxId == sandbox.SandboxId && r.Kind == "sandbox.create" && r.Data.Contains("container unavailable", StringComparison.Ordinal));
         await Host.Http.DeleteAsync($"/sandboxes/{sandbox.SandboxId}");
     }
 

@@ -48,6 +48,7 @@ public sealed class ReconcileTests
             RedirectStandardError = true,
         };
         start.Environment["AIRLOCK_TEMPLATES_DIR"] = AirlockHost.TemplatesDir;
+        start.Environment["AIRLOCK_VM_CACHE_DIR"] = AirlockHost.VmCacheDir;
         using var daemon = Process.Start(start)!;
         daemon.OutputDataReceived += (_, _) => { };
         daemon.ErrorDataReceived += (_, _) => { };

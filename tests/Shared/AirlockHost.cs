@@ -30,6 +30,9 @@ public sealed class AirlockHost : IAsyncDisposable
     public string DataDir => Options.DataDir;
     public IServiceProvider Services => _app.Services;
 
+    /// <summary>microVM images and template snapshots, shared by every airlockd the tests start (built once, file-locked).</summary>
+    public static string VmCacheDir => Environment.GetEnvironmentVariable("AIRLOCK_VM_CACHE_DIR") ?? "/var/lib/airlock/vm-cache";
+
     public static string TemplatesDir => Environment.GetEnvironmentVariable("AIRLOCK_TEMPLATES_DIR") ?? "/var/lib/airlock/templates";
 
     public static async Task<AirlockHost> StartAsync(Func<AirlockServerOptions, AirlockServerOptions>? configure = null, string? dataDir = null, CancellationToken cancellationToken = default)
@@ -39,6 +42,7 @@ public sealed class AirlockHost : IAsyncDisposable
             Listen = $"http://127.0.0.1:{Loopback.FreePort()}",
             DataDir = dataDir ?? Path.Combine(Path.GetTempPath(), "airlock-test-" + Guid.NewGuid().ToString("N")[..12]),
             TemplatesDir = TemplatesDir,
+            VmCacheDir = VmCacheDir,
         };
         options = configure?.Invoke(options) ?? options;
         string? key = null;
@@ -188,7 +192,7 @@ public static class Leftovers
             try
             {
                 var cmdline = File.ReadAllText(Path.Combine(proc, "cmdline")).Replace('\0', ' ');
-                if (cmdline.Contains("bwrap", StringComparison.Ordinal) && sandboxIds.Any(id => cmdline.Contains(id, StringComparison.Ordinal)))
+                if ((cmdline.Contains("bwrap", StringComparison.Ordinal) || cmdline.Contains("qemu-system", StringComparison.Ordinal)) && sandboxIds.Any(id => cmdline.Contains(id, StringComparison.Ordinal)))
                 {
                     found.Add($"process {Path.GetFileName(proc)}: {cmdline}");
                 }

@@ -22,8 +22,6 @@ public static class GuestBootImage
     /// <summary>Modules the guest needs, in load order; modprobe resolves their dependencies.</summary>
     public static readonly IReadOnlyList<string> Modules = ["virtio_mmio", "virtio_pci", "virtio_blk", "virtio_net", "virtio-rng", "overlay"];
 
-    private static readonly SemaphoreSlim BuildLock = new(1, 1);
-
     /// <summary>The newest Debian cloud kernel in /boot, or null.</summary>
     public static string? FindKernel(string bootDir = "/boot") =>
         Directory.Exists(bootDir)
@@ -43,8 +41,7 @@ public static class GuestBootImage
         var hash = Convert.ToHexStringLower(SHA256.HashData(Encoding.UTF8.GetBytes(string.Join('\n', inputs))))[..16];
         var dir = Path.Combine(cacheDir, "boot-" + hash);
         var initramfs = Path.Combine(dir, "initramfs.cpio");
-        await BuildLock.WaitAsync(cancellationToken);
-        try
+        await using (await FileLock.AcquireAsync(Path.Combine(cacheDir, ".boot.lock"), cancellationToken))
         {
             if (!File.Exists(initramfs))
             {
@@ -76,10 +73,6 @@ public static class GuestBootImage
                 UnixFiles.SetMode(temp, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.GroupRead | UnixFileMode.OtherRead);
                 File.Move(temp, initramfs, overwrite: true);
             }
-        }
-        finally
-        {
-            BuildLock.Release();
         }
 
         return new GuestBoot(kernel, release, initramfs, hash);

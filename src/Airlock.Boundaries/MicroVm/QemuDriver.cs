@@ -520,7 +520,12 @@ public sealed class QemuDriver(QemuOptions options, INetworkManager network) : I
         {
             if (!File.Exists(snapshot.Token))
             {
-                await BuildSnapshotAsync(launch, boot, baseDisk, dir, snapshot, cancellationToken);
+                // Other airlockd processes sharing this cache (tests, several data directories) build it once too.
+                await using var held = await FileLock.AcquireAsync(dir + ".lock", cancellationToken);
+                if (!File.Exists(snapshot.Token))
+                {
+                    await BuildSnapshotAsync(launch, boot, baseDisk, dir, snapshot, cancellationToken);
+                }
             }
 
             return snapshot with { Token = (await File.ReadAllTextAsync(snapshot.Token, cancellationToken)).Trim() };

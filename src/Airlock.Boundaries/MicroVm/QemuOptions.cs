@@ -45,5 +45,8 @@ public sealed record QemuOptions
 
     public int AgentPort { get; init; } = 49983;
 
-    public string VmDir => Path.Combine(DataDir, "vm");
+    /// <summary>Kernel/initramfs, template disk images and snapshots; may be shared by several airlockd (file-locked).</summary>
+    public string? CacheDir { get; init; }
+
+    public string VmDir => CacheDir ?? Path.Combine(DataDir, "vm");
 }

@@ -29,7 +29,12 @@ public static class RootDiskImage
             return (image, hash);
         }
 
-        Directory.CreateDirectory(cacheDir);
+        await using var held = await FileLock.AcquireAsync(image + ".lock", cancellationToken);
+        if (File.Exists(image))
+        {
+            return (image, hash);
+        }
+
         var temp = image + ".tmp";
         File.Delete(temp);
         // Inode tables and the journal are written now, so no guest spends its first minutes (and its overlay) on it.

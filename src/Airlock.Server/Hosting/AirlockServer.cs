@@ -128,7 +128,13 @@ public static class AirlockServer
     private static IEnumerable<ISandboxDriver> CreateDrivers(AirlockServerOptions options, INetworkManager network)
     {
         yield return new Airlock.Boundaries.MicroVm.QemuDriver(
-            new Airlock.Boundaries.MicroVm.QemuOptions { DataDir = options.DataDir, Accelerator = options.Accelerator, Snapshots = options.MicroVmSnapshots },
+            new Airlock.Boundaries.MicroVm.QemuOptions
+            {
+                DataDir = options.DataDir,
+                Accelerator = options.Accelerator,
+                Snapshots = options.MicroVmSnapshots,
+                CacheDir = options.VmCacheDir ?? Environment.GetEnvironmentVariable("AIRLOCK_VM_CACHE_DIR"),
+            },
             network);
         yield return new Airlock.Boundaries.Process.BubblewrapDriver(new Airlock.Boundaries.Process.BubblewrapOptions { DataDir = options.DataDir });
         yield return new Airlock.Boundaries.UnavailableDriver(BoundaryKind.Container, "runc",

@@ -38,4 +38,6 @@ public sealed record AirlockServerOptions
     public string Accelerator { get; init; } = "auto";
     /// <summary>Start microVMs from a per-template pre-booted snapshot (false: every one boots its kernel).</summary>
     public bool MicroVmSnapshots { get; init; } = true;
+    /// <summary>microvm images and snapshots (default: $AIRLOCK_VM_CACHE_DIR, else &lt;data-dir&gt;/vm); shareable between airlockd processes.</summary>
+    public string? VmCacheDir { get; init; }
 }

@@ -225,6 +225,31 @@ internal sealed class SandboxManager : IAsyncDisposable
 
     public async Task KillAsync(string tenantId, string sandboxId, CancellationToken cancellationToken)
     {
+        var record = await GetAsync(tenantId, sandboxId, cancellationToken);
+        if (record.State == SandboxState.Paused)
+        {
+            // Nothing runs: delete its saved state and disk, under the resume gate so a resume cannot race it.
+            var gate = _resumeGates.GetOrAdd(sandboxId, _ => new SemaphoreSlim(1, 1));
+            await gate.WaitAsync(cancellationToken);
+            try
+            {
+                record = await GetAsync(tenantId, sandboxId, cancellationToken);
+                if (record.State == SandboxState.Paused)
+                {
+                    var usage = _drivers[record.Boundary] is IPausableDriver pausable ? MeterPaused(record, pausable, _time.GetUtcNow()) : record.Usage;
+                    await _drivers[record.Boundary].CleanupAsync(sandboxId, Path.Combine(SandboxesDir, sandboxId), cancellationToken);
+                    record = record with { State = SandboxState.Killed, AccessToken = null, EndAt = _time.GetUtcNow(), Usage = usage };
+                    await _store.UpdateSandboxAsync(record, CancellationToken.None);
+                    await AuditAsync(AuditKinds.Kill, record, AuditJson.Object(("reason", "killed by request while paused")), CancellationToken.None);
+                    return;
+                }
+            }
+            finally
+            {
+                gate.Release();
+            }
+        }
+
         var live = await GetLiveAsync(tenantId, sandboxId, cancellationToken);
         await EndAsync(live, SandboxState.Killed, "killed by request", AuditKinds.Kill, cancellationToken);
     }
