@@ -60,6 +60,7 @@ internal static class AirlockCli
             ServerCommands.Doctor(console),
             SandboxCommands.Build(console, globals),
             AuditCommands.Build(console),
+            UsageCommands.Build(console, globals),
         };
         return root;
     }

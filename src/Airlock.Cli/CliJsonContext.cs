@@ -19,6 +19,7 @@ internal sealed record CopyOutput(string Direction, string SandboxId, string Sou
 [JsonSerializable(typeof(List<DriverAvailability>))]
 [JsonSerializable(typeof(AuditVerifyOutput))]
 [JsonSerializable(typeof(CopyOutput))]
+[JsonSerializable(typeof(UsageReport))]
 internal sealed partial class CliJsonContext : JsonSerializerContext;
 
 /// <summary>One audit record per line (JSON lines) for <c>audit tail --json</c>.</summary>

@@ -21,6 +21,8 @@ internal static partial class SandboxCommands
             Exec(console, globals),
             Run(console, globals),
             Copy(console, globals),
+            Pause(console, globals),
+            Resume(console, globals),
             Kill(console, globals),
         };
         return command;
@@ -38,6 +40,8 @@ internal static partial class SandboxCommands
         public Option<string[]> Metadata { get; } = KeyValues.Option("--metadata", "Metadata tag (repeatable)");
         public Option<int?> Memory { get; } = new("--memory-mb") { Description = "Memory limit in MiB" };
         public Option<int?> Cpus { get; } = new("--cpus") { Description = "CPU count" };
+        public Option<bool> Cold { get; } = new("--cold") { Description = "microvm: boot the kernel instead of restoring the template's pre-booted snapshot" };
+        public Option<bool> AutoPause { get; } = new("--auto-pause") { Description = "microvm: pause to disk instead of being killed at the timeout" };
 
         public CreateOptions()
         {
@@ -50,7 +54,7 @@ internal static partial class SandboxCommands
 
         public void AddTo(Command command)
         {
-            foreach (var option in new Option[] { Template, Risk, Boundary, AllowDowngrade, Timeout, Env, Metadata, Memory, Cpus })
+            foreach (var option in new Option[] { Template, Risk, Boundary, AllowDowngrade, Timeout, Env, Metadata, Memory, Cpus, Cold, AutoPause })
             {
                 command.Add(option);
             }
@@ -67,6 +71,8 @@ internal static partial class SandboxCommands
             Metadata = KeyValues.ToDictionary(parse.GetValue(Metadata)),
             MemoryMB = parse.GetValue(Memory),
             CpuCount = parse.GetValue(Cpus),
+            ColdBoot = parse.GetValue(Cold),
+            AutoPause = parse.GetValue(AutoPause),
         };
 
         private static void Positive(Option<int?> option) => option.Validators.Add(r =>
@@ -110,9 +116,10 @@ internal static partial class SandboxCommands
             await console.Out.WriteLineAsync(sandbox.Id);
             if (sandbox.Boundary is { } b)
             {
-                console.ErrorUi.MarkupLine(CultureInfo.InvariantCulture, "[green]created[/] template {0}, boundary [bold]{1}[/] ({2}{3}), kernel {4}, network {5}",
+                console.ErrorUi.MarkupLine(CultureInfo.InvariantCulture, "[green]created[/] template {0}, boundary [bold]{1}[/] ({2}{3}{6}), kernel {4}, network {5}",
                     Markup.Escape(sandbox.TemplateId), Markup.Escape(b.Boundary), Markup.Escape(b.Driver),
-                    b.Runtime is null ? "" : ", " + Markup.Escape(b.Runtime), Markup.Escape(b.Kernel), Markup.Escape(b.Network));
+                    b.Runtime is null ? "" : ", " + Markup.Escape(b.Runtime), Markup.Escape(b.Kernel), Markup.Escape(b.Network),
+                    b.Accelerator is null ? "" : $", {Markup.Escape(b.Accelerator)}, {Markup.Escape(b.Machine ?? "")}, {Markup.Escape(b.StartedFrom ?? "")}");
                 if (b.Downgrade is { } downgrade)
                 {
                     console.WriteWarning("downgraded: " + downgrade);
@@ -268,6 +275,37 @@ internal static partial class SandboxCommands
                 await console.Error.WriteLineAsync(string.Create(CultureInfo.InvariantCulture, $"copied {result.Bytes} bytes: {result.Source} -> {result.Destination}"));
             }
 
+            return AirlockCli.ExitOk;
+        }));
+        return command;
+    }
+
+    private static Command Pause(CliConsole console, GlobalOptions globals)
+    {
+        var id = new Argument<string>("id") { Description = "Sandbox id" };
+        var command = new Command("pause", "Pause a microvm sandbox to disk (memory, processes and files kept; nothing runs)") { id };
+        command.SetAction(AirlockCli.Guard(console, async (parse, cancellationToken) =>
+        {
+            using var client = globals.CreateClient(parse, console);
+            var sandboxId = parse.GetValue(id)!;
+            await client.PauseAsync(sandboxId, cancellationToken);
+            await console.Error.WriteLineAsync($"paused {sandboxId}");
+            return AirlockCli.ExitOk;
+        }));
+        return command;
+    }
+
+    private static Command Resume(CliConsole console, GlobalOptions globals)
+    {
+        var id = new Argument<string>("id") { Description = "Sandbox id" };
+        var timeout = new Option<int?>("--timeout") { Description = "Seconds until the resumed sandbox times out (server default 300)" };
+        var command = new Command("resume", "Resume a paused sandbox (a running one is left as it is)") { id, timeout };
+        command.SetAction(AirlockCli.Guard(console, async (parse, cancellationToken) =>
+        {
+            using var client = globals.CreateClient(parse, console);
+            var sandboxId = parse.GetValue(id)!;
+            var resumed = await client.ResumeAsync(sandboxId, parse.GetValue(timeout), cancellationToken);
+            await console.Error.WriteLineAsync(resumed ? $"resumed {sandboxId}" : $"{sandboxId} was already running");
             return AirlockCli.ExitOk;
         }));
         return command;

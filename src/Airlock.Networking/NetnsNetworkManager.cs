@@ -309,6 +309,8 @@ public sealed class NetnsNetworkManager : INetworkManager
         var batch = string.Join('\n',
             $"addr del {network.SandboxAddress}/32 dev eth0",
             $"tuntap add dev {GuestTap} mode tap user {owner} group {owner}",
+            // A fixed gateway MAC: a guest restored from a snapshot or resumed from disk keeps a valid ARP entry.
+            $"link set {GuestTap} address {GuestGatewayMac}",
             $"addr add {_options.GuestGateway}/24 dev {GuestTap}",
             $"link set {GuestTap} up",
             $"route replace {network.HostAddress}/32 dev eth0 src {_options.GuestGateway}") + "\n";
@@ -318,6 +320,9 @@ public sealed class NetnsNetworkManager : INetworkManager
 
     /// <summary>The tap device a microVM's network card is attached to, inside the sandbox's namespace.</summary>
     public const string GuestTap = "tap0";
+
+    /// <summary>The MAC address of the namespace's end of the tap (the guest's gateway), the same in every sandbox.</summary>
+    public const string GuestGatewayMac = "52:54:00:a1:70:01";
 
     private Task<ToolResult> IpAsync(IReadOnlyList<string> args, CancellationToken cancellationToken) =>
         RunAsync("ip", args, null, cancellationToken);

@@ -69,6 +69,23 @@ public sealed class AirlockClient : IDisposable
         return new Sandbox(this, created.SandboxId, created.TemplateId, created.EnvdAccessToken, created.Boundary);
     }
 
+    /// <summary>Pauses a microvm sandbox to disk: its processes, memory and files are kept, nothing runs.</summary>
+    /// <exception cref="AirlockApiException">409 when already paused or the boundary cannot pause; 507 when the disk is full (it keeps running).</exception>
+    public Task PauseAsync(string sandboxId, CancellationToken cancellationToken = default) =>
+        SendAsync(HttpMethod.Post, "sandboxes/" + EscapeId(sandboxId) + "/pause", null, cancellationToken);
+
+    /// <summary>Brings a paused sandbox back (E2B's connect); returns true when it had to be resumed, false when it was running.</summary>
+    public async Task<bool> ResumeAsync(string sandboxId, int? timeoutSeconds = null, CancellationToken cancellationToken = default)
+    {
+        using var response = await SendCoreAsync(HttpMethod.Post, "sandboxes/" + EscapeId(sandboxId) + "/connect",
+            JsonContent.Create(new ResumeRequest { Timeout = timeoutSeconds }, ApiJsonContext.Default.ResumeRequest), cancellationToken, cancellationToken).ConfigureAwait(false);
+        return response.StatusCode == System.Net.HttpStatusCode.Created;
+    }
+
+    /// <summary>Metered usage of the caller's tenant, in total and per sandbox.</summary>
+    public Task<UsageReport> UsageAsync(CancellationToken cancellationToken = default) =>
+        SendAsync(HttpMethod.Get, "usage", null, ApiJsonContext.Default.UsageReport, cancellationToken);
+
     /// <summary>Attaches to a running sandbox. The returned object kills it on dispose unless <see cref="Sandbox.Detach"/> is called.</summary>
     /// <exception cref="AirlockApiException">No such sandbox, or it is not running.</exception>
     public async Task<Sandbox> ConnectAsync(string sandboxId, CancellationToken cancellationToken = default)
@@ -142,6 +159,8 @@ public sealed class AirlockClient : IDisposable
             EnvVars = o.EnvVars is null ? null : new Dictionary<string, string>(o.EnvVars),
             MemoryMB = o.MemoryMB,
             CpuCount = o.CpuCount,
+            Cold = o.ColdBoot ? true : null,
+            AutoPause = o.AutoPause ? true : null,
         };
     }
 

@@ -29,6 +29,12 @@ public sealed record SandboxCreateOptions
 
     /// <summary>CPU count; null uses the server default.</summary>
     public int? CpuCount { get; init; }
+
+    /// <summary>microvm only: boot the guest kernel instead of restoring the template's pre-booted snapshot.</summary>
+    public bool ColdBoot { get; init; }
+
+    /// <summary>Pause to disk (microvm) instead of being killed when the timeout passes.</summary>
+    public bool AutoPause { get; init; }
 }
 
 /// <summary>Which sandboxes to list.</summary>

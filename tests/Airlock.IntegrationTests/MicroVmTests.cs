@@ -99,7 +99,7 @@ public sealed class MicroVmTests(HostFixture fixture) : IClassFixture<HostFixtur
         var sandbox = await Host.CreateSandboxAsync(MicroVm(timeout: 1200));
         try
         {
-            var start = await Host.RunAsync(sandbox, "nohup bash -c 'n=0; while true; do n=$((n+1)); echo $n > /tmp/heartbeat; sleep 0.2; done' >/dev/null 2>&1 & echo $!");
+            var start = await Host.RunAsync(sandbox, "nohup bash -c 'n=0; while true; do n=$((n+1)); echo $n > /tmp/hb.tmp; mv /tmp/hb.tmp /tmp/heartbeat; sleep 0.2; done' >/dev/null 2>&1 & echo $!");
             var pid = start.Stdout.Trim();
             var expected = new Dictionary<string, string>();
             for (var cycle = 0; cycle < 20; cycle++)
@@ -126,7 +126,7 @@ public sealed class MicroVmTests(HostFixture fixture) : IClassFixture<HostFixtur
                 }
 
                 var check = await Host.RunAsync(sandbox, $"sha256sum /home/user/cycle-*.txt | sort -k2; kill -0 {pid} && echo alive; a=$(cat /tmp/heartbeat); sleep 0.6; b=$(cat /tmp/heartbeat); [ $b -gt $a ] && echo beating");
-                Assert.Equal(0, check.ExitCode);
+                Assert.True(check.ExitCode == 0, $"cycle {cycle}: exit {check.ExitCode}\n{check.Stdout}\n{check.Stderr}");
                 foreach (var (file, hash) in expected)
                 {
                     Assert.Contains($"{hash}  {file}", check.Stdout);

@@ -36,6 +36,17 @@ try {
   const cat = await sbx.commands.run('cat /home/user/notes/hello.txt; id -un')
   assert.equal(cat.stdout, 'written by the e2b SDK\nuser\n')
   assert.equal(await sbx.isRunning(), true)
+
+  if (process.env.SMOKE_PAUSE === '1') {
+    // Pause to disk and come back through the SDK's own calls; the file and a background process survive.
+    await sbx.commands.run('sleep 100000', { background: true })
+    assert.equal(await sbx.pause(), true)
+    assert.equal(await sbx.pause(), false, 'pausing a paused sandbox answers 409, which the SDK reports as false')
+    const again = await Sandbox.connect(sbx.sandboxId, { timeoutMs: 120_000 })
+    const after = await again.commands.run('cat /home/user/notes/hello.txt; pgrep -x sleep >/dev/null && echo sleeping')
+    assert.equal(after.stdout, 'written by the e2b SDK\nsleeping\n')
+    seen.resumed = true
+  }
 } finally {
   await sbx.kill()
 }
