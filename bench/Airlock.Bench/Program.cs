@@ -6,6 +6,12 @@ using Airlock.Core.Api;
 using Airlock.Envd.Client;
 using Airlock.Testing;
 
+if (args.Contains("--microvm"))
+{
+    await MicroVmBench.RunAsync(Arg("--cold-runs", 3), Arg("--create-runs", 10), Arg("--pause-runs", 5));
+    return;
+}
+
 var createRuns = Arg("--create-runs", 10);
 var execRuns = Arg("--exec-runs", 200);
 var rawRuns = Arg("--raw-runs", 20);

@@ -305,7 +305,7 @@ public sealed class NetnsNetworkManager : INetworkManager
         // ARP for it (proxy_arp), and the forward chain admits only the host's connections to the agent port.
         await RunAsync("ip", ["netns", "exec", ns, "nft", "-f", "-"],
             NetworkNames.GuestFirewallRuleset(_options, network.HostAddress, GuestTap), cancellationToken);
-        await RunAsync("ip", ["netns", "exec", ns, "sysctl", "-q", "-w", "net.ipv4.ip_forward=1", "net.ipv4.conf.eth0.proxy_arp=1"], null, cancellationToken);
+        await RunAsync("ip", ["netns", "exec", ns, "sysctl", "-q", "-w", "net.ipv4.ip_forward=1", "net.ipv4.conf.eth0.proxy_arp=1", "net.ipv4.neigh.eth0.proxy_delay=0"], null, cancellationToken);
         var batch = string.Join('\n',
             $"addr del {network.SandboxAddress}/32 dev eth0",
             $"tuntap add dev {GuestTap} mode tap user {owner} group {owner}",

@@ -329,6 +329,32 @@ public sealed class QemuDriver(QemuOptions options, INetworkManager network) : I
         }
 
         var qmp = await QmpClient.ConnectAsync(Path.Combine(launch.StateDir, "qmp.sock"), TimeSpan.FromSeconds(5), cancellationToken);
+        try
+        {
+            // airlockd may have died mid-pause (guest stopped, state half written) or mid-resume (still receiving).
+            var status = (await qmp.ExecuteAsync("query-status", null, cancellationToken)).GetProperty("status").GetString();
+            if (status is "inmigrate" or "prelaunch")
+            {
+                await qmp.DisposeAsync();
+                return null; // never finished restoring: the saved state on disk is the truth
+            }
+
+            if (status != "running")
+            {
+                await qmp.ExecuteAsync("cont", null, cancellationToken);
+            }
+
+            foreach (var stale in new[] { MemoryFile, MemoryFile + ".tmp", "migrate.sock", "incoming.sock" })
+            {
+                File.Delete(Path.Combine(launch.StateDir, stale));
+            }
+        }
+        catch
+        {
+            await qmp.DisposeAsync();
+            throw;
+        }
+
         return new QemuInstance(record.SandboxId, record.Report, null, pid, qmp, _cgroups, launch.StateDir, bootToken: null);
     }
 
