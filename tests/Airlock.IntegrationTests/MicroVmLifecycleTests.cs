@@ -104,6 +104,71 @@ public sealed class MicroVmLifecycleTests
         }
     }
 
+    [Fact(Timeout = 300_000)]
+    public async Task A_sandbox_with_auto_pause_is_paused_at_its_timeout_and_resumes()
+    {
+        await using var host = await AirlockHost.StartAsync();
+        try
+        {
+            var sandbox = await host.CreateSandboxAsync(new NewSandboxRequest { TemplateId = "base", Timeout = 3, AutoPause = true });
+            await host.RunAsync(sandbox, "echo auto > /home/user/auto.txt");
+            SandboxDetail? detail = null;
+            for (var i = 0; i < 60; i++)
+            {
+                detail = await host.Http.GetFromJsonAsync($"/sandboxes/{sandbox.SandboxId}", ApiJsonContext.Default.SandboxDetail);
+                if (detail!.State == "paused")
+                {
+                    break;
+                }
+
+                await Task.Delay(500);
+            }
+
+            Assert.Equal("paused", detail!.State);
+            using var resume = await host.Http.PostAsync($"/sandboxes/{sandbox.SandboxId}/connect", JsonContent.Create(new ResumeRequest { Timeout = 120 }, ApiJsonContext.Default.ResumeRequest));
+            Assert.Equal(HttpStatusCode.Created, resume.StatusCode);
+            Assert.Equal((0, "auto\n", ""), await host.RunAsync(sandbox, "cat /home/user/auto.txt"));
+            await host.Http.DeleteAsync($"/sandboxes/{sandbox.SandboxId}");
+
+            // autoPause where the boundary cannot pause is refused up front.
+            using var refused = await host.Http.PostAsJsonAsync("/sandboxes", new NewSandboxRequest { TemplateId = "base", Risk = "low", AutoPause = true }, ApiJsonContext.Default.NewSandboxRequest);
+            Assert.Equal(HttpStatusCode.BadRequest, refused.StatusCode);
+        }
+        finally
+        {
+            host.DeleteDataDir();
+        }
+    }
+
+    [Fact(Timeout = 120_000)]
+    public async Task The_tenant_quota_caps_memory_and_vcpus_over_all_running_sandboxes()
+    {
+        await using var host = await AirlockHost.StartAsync(o => o with { MaxTenantMemoryMiB = 768, MaxTenantVCpus = 2 });
+        try
+        {
+            var first = await host.CreateSandboxAsync(new NewSandboxRequest { TemplateId = "base", Risk = "low", MemoryMB = 512 });
+            using (var memory = await host.Http.PostAsJsonAsync("/sandboxes", new NewSandboxRequest { TemplateId = "base", Risk = "low", MemoryMB = 512 }, ApiJsonContext.Default.NewSandboxRequest))
+            {
+                Assert.Equal(HttpStatusCode.TooManyRequests, memory.StatusCode);
+                Assert.Contains("memory_quota_exceeded", await memory.Content.ReadAsStringAsync());
+            }
+
+            using (var cpus = await host.Http.PostAsJsonAsync("/sandboxes", new NewSandboxRequest { TemplateId = "base", Risk = "low", MemoryMB = 128, CpuCount = 2 }, ApiJsonContext.Default.NewSandboxRequest))
+            {
+                Assert.Equal(HttpStatusCode.TooManyRequests, cpus.StatusCode);
+                Assert.Contains("cpu_quota_exceeded", await cpus.Content.ReadAsStringAsync());
+            }
+
+            var small = await host.CreateSandboxAsync(new NewSandboxRequest { TemplateId = "base", Risk = "low", MemoryMB = 128 });
+            await host.Http.DeleteAsync($"/sandboxes/{first.SandboxId}");
+            await host.Http.DeleteAsync($"/sandboxes/{small.SandboxId}");
+        }
+        finally
+        {
+            host.DeleteDataDir();
+        }
+    }
+
     private static async Task Swallow(Task<HttpResponseMessage> call)
     {
         try

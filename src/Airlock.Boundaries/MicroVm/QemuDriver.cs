@@ -298,10 +298,12 @@ public sealed class QemuDriver(QemuOptions options, INetworkManager network) : I
         }
 
         var tap = await network.AttachGuestAsync(launch.Network, uid, cancellationToken);
-        var instance = await LaunchAsync(launch, boot, tap, uid, launch.AccessToken, memory, cancellationToken, config.Accelerator, config.Machine);
-        File.Delete(memory);
-        return instance;
+        // memory.bin stays until airlockd has recorded the sandbox as running (DiscardPausedState): a crash in between
+        // leaves a sandbox that is still paused, never one that is lost.
+        return await LaunchAsync(launch, boot, tap, uid, launch.AccessToken, memory, cancellationToken, config.Accelerator, config.Machine);
     }
+
+    public void DiscardPausedState(string stateDir) => File.Delete(Path.Combine(stateDir, MemoryFile));
 
     public bool HasPausedState(string stateDir) =>
         File.Exists(Path.Combine(stateDir, MemoryFile)) && File.Exists(Path.Combine(stateDir, DiskFile));

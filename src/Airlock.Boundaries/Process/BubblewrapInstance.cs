@@ -39,6 +39,8 @@ internal sealed class BubblewrapInstance : ISandboxInstance
 
     public Task<string> Exited => _exited.Task;
 
+    public TimeSpan? CpuUsed => _cgroups.CpuUsage(SandboxId);
+
     public async Task KillAsync(CancellationToken cancellationToken)
     {
         Interlocked.Exchange(ref _state, 1);

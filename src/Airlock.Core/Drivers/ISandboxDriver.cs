@@ -65,6 +65,9 @@ public interface IPausableDriver
     /// <summary>Restores a paused sandbox from its state directory onto <paramref name="launch"/>'s (new) network.</summary>
     Task<ISandboxInstance> ResumeAsync(SandboxLaunch launch, BoundaryReport report, CancellationToken cancellationToken);
 
+    /// <summary>Deletes the saved state of a sandbox that has been resumed and recorded as running.</summary>
+    void DiscardPausedState(string stateDir);
+
     /// <summary>Whether a paused sandbox's state is complete on disk (a resume can succeed).</summary>
     bool HasPausedState(string stateDir);
 

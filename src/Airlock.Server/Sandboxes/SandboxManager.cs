@@ -671,6 +671,7 @@ internal sealed class SandboxManager : IAsyncDisposable
                 Usage = record.Usage with { MeteredAt = now },
             };
             await _store.UpdateSandboxAsync(record, CancellationToken.None);
+            pausable.DiscardPausedState(stateDir);
             var live = new LiveSandbox(record, instance);
             _live[sandboxId] = live;
             Arm(live);
