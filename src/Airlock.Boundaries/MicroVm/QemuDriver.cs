@@ -390,8 +390,21 @@ public sealed class QemuDriver(QemuOptions options, INetworkManager network) : I
         }
     }
 
-    private Task<GuestBoot> EnsureBootAsync(string agent, CancellationToken cancellationToken) =>
-        GuestBootImage.EnsureAsync(options.VmDir, _kernel, options.Busybox, options.Tini, agent, cancellationToken);
+    private readonly ConcurrentDictionary<string, GuestBoot> _boots = new(StringComparer.Ordinal);
+
+    /// <summary>The initramfs for this agent; hashed and built once per airlockd and per version of its inputs.</summary>
+    private async Task<GuestBoot> EnsureBootAsync(string agent, CancellationToken cancellationToken)
+    {
+        var key = string.Join('|', new[] { agent, _kernel, options.Busybox, options.Tini }.Select(f => $"{f}:{new FileInfo(f).Length}:{File.GetLastWriteTimeUtc(f).Ticks}"));
+        if (_boots.TryGetValue(key, out var known) && File.Exists(known.Initramfs))
+        {
+            return known;
+        }
+
+        var boot = await GuestBootImage.EnsureAsync(options.VmDir, _kernel, options.Busybox, options.Tini, agent, cancellationToken);
+        _boots[key] = boot;
+        return boot;
+    }
 
     /// <summary>Starts QEMU for a sandbox (cold boot, or restoring <paramref name="incoming"/>) and connects QMP.</summary>
     private async Task<QemuInstance> LaunchAsync(

@@ -13,6 +13,7 @@ internal sealed class SandboxConnector : IDisposable
 {
     public const string HostSuffix = ".sandbox.airlock";
     private readonly ConcurrentDictionary<string, SandboxNetwork> _networks = new(StringComparer.Ordinal);
+    private readonly ConcurrentDictionary<string, ConcurrentDictionary<System.Net.Sockets.Socket, byte>> _sockets = new(StringComparer.Ordinal);
     private readonly INetworkManager _network;
 
     public SandboxConnector(INetworkManager network)
@@ -40,7 +41,28 @@ internal sealed class SandboxConnector : IDisposable
 
     public void Register(string sandboxId, SandboxNetwork network) => _networks[sandboxId] = network;
 
-    public void Unregister(string sandboxId) => _networks.TryRemove(sandboxId, out _);
+    /// <summary>
+    /// Forgets the sandbox's link and closes every connection made over it, so the pool never hands out a connection to
+    /// a link that is gone (a paused and resumed sandbox gets a new one; a reused idle connection would hang).
+    /// </summary>
+    public void Unregister(string sandboxId)
+    {
+        _networks.TryRemove(sandboxId, out _);
+        if (_sockets.TryRemove(sandboxId, out var open))
+        {
+            foreach (var socket in open.Keys)
+            {
+                try
+                {
+                    socket.Shutdown(System.Net.Sockets.SocketShutdown.Both);
+                }
+                catch (Exception e) when (e is System.Net.Sockets.SocketException or ObjectDisposedException)
+                {
+                    // already closed
+                }
+            }
+        }
+    }
 
     public HttpClient CreateClient(TimeSpan timeout) => new(Handler, disposeHandler: false) { Timeout = timeout };
 
@@ -59,7 +81,20 @@ internal sealed class SandboxConnector : IDisposable
         }
 
         var socket = await _network.ConnectAsync(network, context.DnsEndPoint.Port, cancellationToken);
-        return new System.Net.Sockets.NetworkStream(socket, ownsSocket: true);
+        var open = _sockets.GetOrAdd(id, _ => new ConcurrentDictionary<System.Net.Sockets.Socket, byte>());
+        open[socket] = 0;
+        return new TrackedStream(socket, open);
+    }
+
+    /// <summary>A socket stream that leaves its sandbox's set of open connections when disposed.</summary>
+    private sealed class TrackedStream(System.Net.Sockets.Socket socket, ConcurrentDictionary<System.Net.Sockets.Socket, byte> open)
+        : System.Net.Sockets.NetworkStream(socket, ownsSocket: true)
+    {
+        protected override void Dispose(bool disposing)
+        {
+            open.TryRemove(Socket, out _);
+            base.Dispose(disposing);
+        }
     }
 
     public void Dispose()

@@ -146,10 +146,13 @@ internal sealed class SandboxManager : IAsyncDisposable
             };
             instance = await _drivers[boundary].StartAsync(launch, cancellationToken);
             _connector.Register(id, network);
-            await WaitForAgentAsync(id, token, instance, cancellationToken);
             if (instance.BootToken is { } bootToken)
             {
-                await SetIdentityAsync(id, bootToken, token, env, cancellationToken);
+                await SetIdentityWhenReadyAsync(id, instance, bootToken, token, env, cancellationToken);
+            }
+            else
+            {
+                await WaitForAgentAsync(id, token, instance, cancellationToken);
             }
 
             var report = downgrade is null ? instance.Report : instance.Report with { Downgrade = downgrade };
@@ -412,10 +415,22 @@ internal sealed class SandboxManager : IAsyncDisposable
         }
     }
 
-    private async Task WaitForAgentAsync(string id, string token, ISandboxInstance instance, CancellationToken cancellationToken)
+    private Task WaitForAgentAsync(string id, string token, ISandboxInstance instance, CancellationToken cancellationToken) =>
+        WaitForAgentAsync(id, instance, TimeSpan.FromSeconds(2), (http, ct) =>
+            new EnvdClient(http, new EnvdClientOptions { BaseAddress = SandboxConnector.BaseUri(id, EnvdProtocol.Port), AccessToken = token }).HealthAsync(ct), cancellationToken);
+
+    /// <summary>Hands the guest its identity as soon as its agent answers: the call itself is the readiness probe.</summary>
+    private Task SetIdentityWhenReadyAsync(string id, ISandboxInstance instance, string bootToken, string token, IReadOnlyDictionary<string, string>? env, CancellationToken cancellationToken) =>
+        WaitForAgentAsync(id, instance, TimeSpan.FromSeconds(10), async (http, ct) =>
+        {
+            await SetIdentityAsync(http, id, bootToken, token, env, ct);
+            return true;
+        }, cancellationToken);
+
+    /// <summary>Retries <paramref name="probe"/> until the agent answers, the entry process exits, or 30 s pass.</summary>
+    private async Task WaitForAgentAsync(string id, ISandboxInstance instance, TimeSpan attemptTimeout, Func<HttpClient, CancellationToken, Task<bool>> probe, CancellationToken cancellationToken)
     {
-        using var http = _connector.CreateClient(TimeSpan.FromSeconds(2));
-        var client = new EnvdClient(http, new EnvdClientOptions { BaseAddress = SandboxConnector.BaseUri(id, EnvdProtocol.Port), AccessToken = token });
+        using var http = _connector.CreateClient(attemptTimeout);
         var deadline = _time.GetUtcNow().AddSeconds(30);
         string? last = null;
         while (_time.GetUtcNow() < deadline)
@@ -428,7 +443,7 @@ internal sealed class SandboxManager : IAsyncDisposable
 
             try
             {
-                if (await client.HealthAsync(cancellationToken))
+                if (await probe(http, cancellationToken))
                 {
                     return;
                 }
@@ -441,7 +456,7 @@ internal sealed class SandboxManager : IAsyncDisposable
             await Task.Delay(TimeSpan.FromMilliseconds(20), _time, cancellationToken);
         }
 
-        throw new TimeoutException($"guest agent did not become healthy within 30 s ({last ?? "no answer"})");
+        throw new TimeoutException($"guest agent {id} did not become ready within 30 s ({last ?? "no answer"})");
     }
 
     private void CheckTenantQuota(string tenantId, SandboxLimits limits)
@@ -466,9 +481,8 @@ internal sealed class SandboxManager : IAsyncDisposable
     }
 
     /// <summary>Hands a restored, booted or resumed guest its identity; the boot token stops working.</summary>
-    private async Task SetIdentityAsync(string id, string bootToken, string token, IReadOnlyDictionary<string, string>? env, CancellationToken cancellationToken)
+    private async Task SetIdentityAsync(HttpClient http, string id, string bootToken, string token, IReadOnlyDictionary<string, string>? env, CancellationToken cancellationToken)
     {
-        using var http = _connector.CreateClient(TimeSpan.FromSeconds(10));
         var client = new EnvdClient(http, new EnvdClientOptions { BaseAddress = SandboxConnector.BaseUri(id, EnvdProtocol.Port), AccessToken = bootToken, UseBinaryFormat = true });
         var request = new Airlock.Envd.Protocol.Agent.SetIdentityRequest
         {
@@ -632,8 +646,8 @@ internal sealed class SandboxManager : IAsyncDisposable
                 };
                 instance = await pausable.ResumeAsync(launch, record.Report ?? throw new InvalidOperationException("the paused sandbox has no boundary report"), cancellationToken);
                 _connector.Register(sandboxId, network);
-                await WaitForAgentAsync(sandboxId, launch.AccessToken, instance, cancellationToken);
-                await SetIdentityAsync(sandboxId, launch.AccessToken, launch.AccessToken, env: null, cancellationToken);
+                // The clock jumped while it slept, and clones must not share the random pool: refresh before use.
+                await SetIdentityWhenReadyAsync(sandboxId, instance, launch.AccessToken, launch.AccessToken, env: null, cancellationToken);
             }
             catch (Exception ex)
             {
