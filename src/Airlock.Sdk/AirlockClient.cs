@@ -77,8 +77,10 @@ public sealed class AirlockClient : IDisposable
     /// <summary>Brings a paused sandbox back (E2B's connect); returns true when it had to be resumed, false when it was running.</summary>
     public async Task<bool> ResumeAsync(string sandboxId, int? timeoutSeconds = null, CancellationToken cancellationToken = default)
     {
+        using var timeout = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+        timeout.CancelAfter(Options.Timeout);
         using var response = await SendCoreAsync(HttpMethod.Post, "sandboxes/" + EscapeId(sandboxId) + "/connect",
-            JsonContent.Create(new ResumeRequest { Timeout = timeoutSeconds }, ApiJsonContext.Default.ResumeRequest), cancellationToken, cancellationToken).ConfigureAwait(false);
+            JsonContent.Create(new ResumeRequest { Timeout = timeoutSeconds }, ApiJsonContext.Default.ResumeRequest), timeout.Token, cancellationToken).ConfigureAwait(false);
         return response.StatusCode == System.Net.HttpStatusCode.Created;
     }
 

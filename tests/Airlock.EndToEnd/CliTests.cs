@@ -65,6 +65,39 @@ public sealed class CliTests : IAsyncLifetime
     }
 
     [Fact(Timeout = 240_000)]
+    public async Task A_default_sandbox_is_a_microvm_that_pauses_resumes_and_shows_in_usage()
+    {
+        var created = await Airlock("sandbox", "create", "--json");
+        Assert.True(created.ExitCode == 0, created.StandardError);
+        var json = JsonNode.Parse(created.StandardOutput)!;
+        var id = json["sandboxID"]!.GetValue<string>();
+        Assert.Equal("microvm", json["boundary"]!["boundary"]!.GetValue<string>());
+
+        var write = await Airlock("sandbox", "exec", id, "--", "echo kept > /home/user/k.txt; uname -r");
+        Assert.Equal(0, write.ExitCode);
+        Assert.Equal(json["boundary"]!["kernel"]!.GetValue<string>() + "\n", write.StandardOutput);
+
+        var pause = await Airlock("sandbox", "pause", id);
+        Assert.True(pause.ExitCode == 0, pause.StandardError);
+        var again = await Airlock("sandbox", "pause", id);
+        Assert.Equal(1, again.ExitCode);
+        Assert.Contains("already paused", again.StandardError);
+
+        var resume = await Airlock("sandbox", "resume", id);
+        Assert.True(resume.ExitCode == 0, resume.StandardError);
+        Assert.Contains("resumed", resume.StandardError);
+        var read = await Airlock("sandbox", "exec", id, "--", "cat /home/user/k.txt");
+        Assert.Equal("kept\n", read.StandardOutput);
+
+        var usage = await Airlock("usage", "--json");
+        Assert.True(usage.ExitCode == 0, usage.StandardError);
+        var mine = JsonNode.Parse(usage.StandardOutput)!["sandboxes"]!.AsArray().Single(s => s!["sandboxID"]!.GetValue<string>() == id)!;
+        Assert.True(mine["usage"]!["runningSeconds"]!.GetValue<double>() > 0);
+        Assert.True(mine["usage"]!["pausedGiBHours"]!.GetValue<double>() > 0);
+        Assert.Equal(0, (await Airlock("sandbox", "kill", id)).ExitCode);
+    }
+
+    [Fact(Timeout = 240_000)]
     public async Task Audit_verify_passes_on_a_clean_chain_and_names_the_record_where_one_byte_was_flipped()
     {
         var run = await Airlock("sandbox", "run", "--risk", "low", "--", "echo audited-run");

@@ -57,6 +57,28 @@ public sealed class AirlockClientTests
     }
 
     [Fact(Timeout = 30_000)]
+    public async Task Pause_resume_and_usage_call_the_documented_routes()
+    {
+        await using var stub = new StubServer(r => r.PathAndQuery switch
+        {
+            "/sandboxes/abcdefghij0123456789/pause" => (204, null),
+            "/sandboxes/abcdefghij0123456789/connect" => (201, """{"sandboxID":"abcdefghij0123456789","templateID":"base","envdVersion":"0.5.7","envdAccessToken":"t","boundary":{"boundary":"microvm","driver":"qemu","kernel":"6.1","limits":{},"network":"n"}}"""),
+            "/usage" => (200, """{"tenantID":"t1","at":"2026-11-25T00:00:00Z","total":{"runningSeconds":3},"sandboxes":[]}"""),
+            _ => (404, Canned.Error(404, "not_found", "no")),
+        });
+        using var client = Client(stub);
+
+        await client.PauseAsync("abcdefghij0123456789");
+        Assert.True(await client.ResumeAsync("abcdefghij0123456789", 60));
+        var usage = await client.UsageAsync();
+        Assert.Equal(3, usage.Total.RunningSeconds);
+        Assert.Equal(["POST /sandboxes/abcdefghij0123456789/pause", "POST /sandboxes/abcdefghij0123456789/connect", "GET /usage"], stub.Requests.Select(r => $"{r.Method} {r.PathAndQuery}"));
+        Assert.Equal(60, JsonNode.Parse(stub.Requests.ElementAt(1).Body)!["timeout"]!.GetValue<int>());
+        var missing = await Assert.ThrowsAsync<AirlockApiException>(() => client.PauseAsync("zzzzzzzzzzzzzzzzzzzz"));
+        Assert.Equal(HttpStatusCode.NotFound, missing.StatusCode);
+    }
+
+    [Fact(Timeout = 30_000)]
     public async Task A_refusal_becomes_an_AirlockApiException_with_status_code_and_message()
     {
         await using var stub = new StubServer(_ => (422, Canned.Error(422, "boundary_unavailable", "microvm is not available on this host: /dev/kvm missing")));
