@@ -28,6 +28,8 @@ public sealed class QemuDriver(QemuOptions options, INetworkManager network) : I
 {
     internal const string MemoryFile = "memory.bin";
     internal const string DiskFile = "root.qcow2";
+    /// <summary>Bumped when the snapshot layout or its ownership rules change, so caches rebuild.</summary>
+    private const string SnapshotVersion = "airlock-snapshot-2";
     private readonly CgroupManager _cgroups = new(options.CgroupRoot);
     private readonly SemaphoreSlim _probeLock = new(1, 1);
     private readonly ConcurrentDictionary<string, SemaphoreSlim> _snapshotLocks = new(StringComparer.Ordinal);
@@ -289,13 +291,17 @@ public sealed class QemuDriver(QemuOptions options, INetworkManager network) : I
 
         // The saved state fixes the virtual hardware: resume with exactly what the sandbox was started with.
         var config = VmConfig.Read(launch.StateDir);
+        if (!config.Kernel.StartsWith("/boot/vmlinuz-", StringComparison.Ordinal) && config.Kernel != options.Kernel
+            || !config.Initramfs.StartsWith(options.VmDir + "/boot-", StringComparison.Ordinal)
+            || !File.Exists(config.Kernel) || !File.Exists(config.Initramfs))
+        {
+            throw new InvalidOperationException($"the paused sandbox's boot files ({config.Kernel}, {config.Initramfs}) are gone or not Airlock's; it cannot be resumed");
+        }
+
         var boot = new GuestBoot(config.Kernel, report.Kernel, config.Initramfs, "");
         var uid = (uint)(options.UidBase + launch.Network.Index);
         PrepareStateDir(launch.StateDir, uid);
-        foreach (var file in Directory.EnumerateFiles(launch.StateDir))
-        {
-            NativeMethods.lchown(file, uid, uid);
-        }
+        NativeMethods.lchown(Path.Combine(launch.StateDir, DiskFile), uid, uid); // the new network index may mean a new uid
 
         var tap = await network.AttachGuestAsync(launch.Network, uid, cancellationToken);
         // memory.bin stays until airlockd has recorded the sandbox as running (DiscardPausedState): a crash in between
@@ -330,7 +336,7 @@ public sealed class QemuDriver(QemuOptions options, INetworkManager network) : I
             return null;
         }
 
-        var qmp = await QmpClient.ConnectAsync(Path.Combine(launch.StateDir, "qmp.sock"), TimeSpan.FromSeconds(5), cancellationToken);
+        var qmp = await QmpClient.ConnectAsync(Path.Combine(RunDir(launch.StateDir), "qmp.sock"), TimeSpan.FromSeconds(5), cancellationToken);
         try
         {
             // airlockd may have died mid-pause (guest stopped, state half written) or mid-resume (still receiving).
@@ -346,7 +352,7 @@ public sealed class QemuDriver(QemuOptions options, INetworkManager network) : I
                 await qmp.ExecuteAsync("cont", null, cancellationToken);
             }
 
-            foreach (var stale in new[] { MemoryFile, MemoryFile + ".tmp", "migrate.sock", "incoming.sock" })
+            foreach (var stale in new[] { MemoryFile, MemoryFile + ".tmp", "migrate.sock", "run/incoming.sock" })
             {
                 File.Delete(Path.Combine(launch.StateDir, stale));
             }
@@ -419,8 +425,8 @@ public sealed class QemuDriver(QemuOptions options, INetworkManager network) : I
             "-name", $"airlock-{launch.SandboxId},debug-threads=on",
             "-kernel", boot.Kernel, "-initrd", boot.Initramfs,
             "-append", GuestBootImage.CommandLine(bootToken, launch.Hostname, accel == "tcg" ? _tscKhz : 0, probe: false),
-            "-qmp", $"unix:{Path.Combine(launch.StateDir, "qmp.sock")},server=on,wait=off",
-            "-pidfile", Path.Combine(launch.StateDir, "qemu.pid"),
+            "-qmp", $"unix:{Path.Combine(RunDir(launch.StateDir), "qmp.sock")},server=on,wait=off",
+            "-pidfile", Path.Combine(RunDir(launch.StateDir), "qemu.pid"),
         };
         args.AddRange(DeviceArgs(Path.Combine(launch.StateDir, DiskFile), tap));
         if (incoming is not null)
@@ -481,7 +487,7 @@ public sealed class QemuDriver(QemuOptions options, INetworkManager network) : I
 
     private static async Task<QmpClient> ConnectQmpAsync(string stateDir, System.Diagnostics.Process process, CancellationToken cancellationToken)
     {
-        var connect = QmpClient.ConnectAsync(Path.Combine(stateDir, "qmp.sock"), TimeSpan.FromSeconds(15), cancellationToken);
+        var connect = QmpClient.ConnectAsync(Path.Combine(RunDir(stateDir), "qmp.sock"), TimeSpan.FromSeconds(15), cancellationToken);
         var exited = process.WaitForExitAsync(cancellationToken);
         if (await Task.WhenAny(connect, exited) == exited && !connect.IsCompleted)
         {
@@ -552,7 +558,7 @@ public sealed class QemuDriver(QemuOptions options, INetworkManager network) : I
     private async Task<Snapshot> EnsureSnapshotAsync(SandboxLaunch launch, GuestBoot boot, string baseDisk, string diskHash, CancellationToken cancellationToken)
     {
         var key = Convert.ToHexStringLower(SHA256.HashData(Encoding.UTF8.GetBytes(string.Join('\n',
-            boot.Hash, diskHash, launch.Limits.VCpus, launch.Limits.MemoryMiB, Accelerator, Machine, _version, _tscKhz))))[..16];
+            SnapshotVersion, boot.Hash, diskHash, launch.Limits.VCpus, launch.Limits.MemoryMiB, Accelerator, Machine, _version, _tscKhz))))[..16];
         var dir = Path.Combine(options.VmDir, "snapshots", $"{launch.TemplateId}-{key}");
         var snapshot = new Snapshot(Path.Combine(dir, "state.bin"), Path.Combine(dir, "disk.qcow2"), Path.Combine(dir, "token"));
         var gate = _snapshotLocks.GetOrAdd(dir, _ => new SemaphoreSlim(1, 1));
@@ -606,6 +612,8 @@ public sealed class QemuDriver(QemuOptions options, INetworkManager network) : I
             await WaitForHealthAsync(net, vm, options.BootTimeout, cancellationToken);
             await vm.SaveAsync(snapshot.State, stopAfter: true, cancellationToken);
             File.Move(disk, snapshot.Disk);
+            // Root's and read-only: no sandbox uid (the template VM's included, when its index comes round again) may write it.
+            NativeMethods.lchown(snapshot.Disk, 0, 0);
             UnixFiles.SetMode(snapshot.Disk, UnixFileMode.UserRead | UnixFileMode.GroupRead | UnixFileMode.OtherRead);
             await File.WriteAllTextAsync(snapshot.Token + ".tmp", token, cancellationToken);
             UnixFiles.SetMode(snapshot.Token + ".tmp", UnixFileMode.UserRead | UnixFileMode.UserWrite);
@@ -675,18 +683,31 @@ public sealed class QemuDriver(QemuOptions options, INetworkManager network) : I
         NativeMethods.lchown(path, uid, uid);
     }
 
-    /// <summary>The state directory belongs to the sandbox's uid (QEMU writes its disk, sockets and pid file there) and to no one else.</summary>
+    /// <summary>
+    /// The state directory is root's (0711): the sandbox's uid can reach its disk and its <c>run/</c> directory but cannot
+    /// create, replace or symlink anything airlockd later opens as root (the QEMU log, vm.conf, memory.bin). QEMU's own
+    /// sockets and pid file go to <c>run/</c>, which that uid owns.
+    /// </summary>
     private static void PrepareStateDir(string stateDir, uint uid)
     {
         Directory.CreateDirectory(stateDir);
-        NativeMethods.lchown(stateDir, uid, uid);
-        UnixFiles.SetMode(stateDir, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
-        // QEMU, as the sandbox uid, must traverse the data directory to its state and to the cached images.
-        foreach (var dir in new[] { Path.GetDirectoryName(stateDir)! })
+        NativeMethods.lchown(stateDir, 0, 0);
+        UnixFiles.SetMode(stateDir, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute | UnixFileMode.OtherExecute);
+        var run = RunDir(stateDir);
+        if (Directory.Exists(run))
         {
-            UnixFiles.AddMode(dir, UnixFileMode.OtherExecute);
+            Directory.Delete(run, recursive: true);
         }
+
+        Directory.CreateDirectory(run);
+        NativeMethods.lchown(run, uid, uid);
+        UnixFiles.SetMode(run, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
+        // QEMU, as the sandbox uid, must traverse the data directory to its state and to the cached images.
+        UnixFiles.AddMode(Path.GetDirectoryName(stateDir)!, UnixFileMode.OtherExecute);
     }
+
+    /// <summary>Where QEMU (as the sandbox uid) creates its QMP socket, pid file and incoming-migration socket.</summary>
+    internal static string RunDir(string stateDir) => Path.Combine(stateDir, "run");
 
     private static string NewToken() => Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(24));
 

@@ -53,7 +53,7 @@ internal sealed class QemuInstance : ISandboxInstance
     /// <summary>Incoming migration: streams a saved state into this QEMU (started with <c>-incoming defer</c>) and runs it.</summary>
     public async Task RestoreAsync(string stateFile, CancellationToken cancellationToken)
     {
-        var socketPath = Path.Combine(StateDir, "incoming.sock");
+        var socketPath = Path.Combine(QemuDriver.RunDir(StateDir), "incoming.sock");
         File.Delete(socketPath);
         await _qmp.ExecuteAsync("migrate-incoming", w => w.WriteString("uri", "unix:" + socketPath), cancellationToken);
         using var socket = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
