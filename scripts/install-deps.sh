@@ -16,6 +16,9 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
+# microVMs attach to a tap device; make sure the tun driver is there.
+[ -e /dev/net/tun ] || modprobe tun 2>/dev/null || true
+
 if ! command -v dotnet >/dev/null 2>&1; then
   echo "error: the .NET 10 SDK (dotnet) is required and is not on PATH" >&2
   exit 1

@@ -111,24 +111,45 @@ public sealed class QemuDriver(QemuOptions options, INetworkManager network) : I
         }
 
         _tscKhz = HostTscKhz();
-        var probeImage = await BuildProbeImageAsync(cancellationToken);
-        var kvmProblem = await ProbeKvmAsync(probeImage, cancellationToken);
-        Accelerator = kvmProblem is null ? "kvm" : "tcg";
-        AcceleratorReason = kvmProblem is null ? "KVM probe boot finished" : kvmProblem;
-        foreach (var machine in new[] { "microvm", "q35" })
+        // The probe boots are the same for every airlockd in this process (tests host several): run them once.
+        var probeKey = string.Join('|', options.Qemu, _kernel, options.Busybox, options.Accelerator, options.VmDir);
+        var result = await BootProbes.GetOrAdd(probeKey, _ => new Lazy<Task<BootProbe>>(() => RunBootProbesAsync(CancellationToken.None))).Value;
+        Accelerator = result.Accelerator;
+        AcceleratorReason = result.Reason;
+        if (result.Machine is { } machine)
         {
-            var problem = await ProbeBootAsync(probeImage, Accelerator, machine, options.ProbeTimeout, cancellationToken);
-            if (problem is null)
-            {
-                Machine = machine;
-                return new DriverAvailability(Boundary, Name, true,
-                    $"qemu {_version}, machine {Machine}, accelerator {Accelerator} ({AcceleratorReason}), kernel {GuestRelease}, cgroup {_cgroups.Mode}");
-            }
-
-            missing.Add($"{machine} probe boot under {Accelerator}: {problem}");
+            Machine = machine;
+            return new DriverAvailability(Boundary, Name, true,
+                $"qemu {_version}, machine {Machine}, accelerator {Accelerator} ({AcceleratorReason}), kernel {GuestRelease}, cgroup {_cgroups.Mode}");
         }
 
-        return new DriverAvailability(Boundary, Name, false, "no machine type boots the guest kernel: " + string.Join("; ", missing)) { Missing = missing };
+        return new DriverAvailability(Boundary, Name, false, "no machine type boots the guest kernel: " + string.Join("; ", result.Problems)) { Missing = result.Problems };
+    }
+
+    private sealed record BootProbe(string Accelerator, string Reason, string? Machine, IReadOnlyList<string> Problems);
+
+    private static readonly ConcurrentDictionary<string, Lazy<Task<BootProbe>>> BootProbes = new(StringComparer.Ordinal);
+
+    /// <summary>KVM if a bounded probe boot under it works, else TCG; then the first machine type that boots.</summary>
+    private async Task<BootProbe> RunBootProbesAsync(CancellationToken cancellationToken)
+    {
+        var probeImage = await BuildProbeImageAsync(cancellationToken);
+        var kvmProblem = await ProbeKvmAsync(probeImage, cancellationToken);
+        var accel = kvmProblem is null ? "kvm" : "tcg";
+        var reason = kvmProblem is null ? "KVM probe boot finished" : kvmProblem;
+        var problems = new List<string>();
+        foreach (var machine in new[] { "microvm", "q35" })
+        {
+            var problem = await ProbeBootAsync(probeImage, accel, machine, options.ProbeTimeout, cancellationToken);
+            if (problem is null)
+            {
+                return new BootProbe(accel, reason, machine, problems);
+            }
+
+            problems.Add($"{machine} probe boot under {accel}: {problem}");
+        }
+
+        return new BootProbe(accel, reason, null, problems);
     }
 
     private string GuestRelease => Path.GetFileName(_kernel).Replace("vmlinuz-", "", StringComparison.Ordinal);
@@ -193,7 +214,8 @@ public sealed class QemuDriver(QemuOptions options, INetworkManager network) : I
         var dir = Path.Combine(options.VmDir, "probe");
         Directory.CreateDirectory(dir);
         var path = Path.Combine(dir, "probe.cpio");
-        await using (var stream = File.Create(path))
+        var temp = $"{path}.{Environment.ProcessId}.tmp"; // other airlockd processes may be booting the current one
+        await using (var stream = File.Create(temp))
         {
             using var cpio = new CpioWriter(stream);
             foreach (var d in new[] { "bin", "dev", "proc", "sys" })
@@ -205,6 +227,7 @@ public sealed class QemuDriver(QemuOptions options, INetworkManager network) : I
             cpio.AddFile("bin/busybox", await File.ReadAllBytesAsync(options.Busybox, cancellationToken), 0x1ED);
         }
 
+        File.Move(temp, path, overwrite: true);
         return path;
     }
 
