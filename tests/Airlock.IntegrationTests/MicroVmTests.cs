@@ -36,6 +36,7 @@ public sealed class MicroVmTests(HostFixture fixture) : IClassFixture<HostFixtur
             Assert.NotNull(report.AcceleratorReason);
             Assert.Contains(report.Machine, new[] { "microvm", "q35" });
             Assert.Equal("snapshot", report.StartedFrom);
+            Assert.Empty(LingeringProbes()); // a KVM probe that hung was killed, not left behind
             Assert.Equal(512, a.Boundary.Limits.MemoryMiB);
 
             var hostKernel = (await File.ReadAllTextAsync("/proc/sys/kernel/osrelease")).Trim();
@@ -296,6 +297,31 @@ public sealed class MicroVmTests(HostFixture fixture) : IClassFixture<HostFixtur
         Assert.True(mine.Usage.PausedGiBHours > 0);
         Assert.True(usage.Total.RunningSeconds >= mine.Usage.RunningSeconds);
         await Host.Http.DeleteAsync($"/sandboxes/{sandbox.SandboxId}");
+    }
+
+    /// <summary>Probe-boot QEMUs this process started that are still alive after the probe finished (a timed-out probe must be killed).</summary>
+    private static List<string> LingeringProbes()
+    {
+        var found = new List<string>();
+        foreach (var proc in Directory.EnumerateDirectories("/proc"))
+        {
+            try
+            {
+                if (int.TryParse(Path.GetFileName(proc), out _)
+                    && File.ReadAllText(Path.Combine(proc, "cmdline")).Contains("airlock.probe=1", StringComparison.Ordinal)
+                    && File.ReadLines(Path.Combine(proc, "status")) is var status
+                    && status.Any(l => l == $"PPid:\t{Environment.ProcessId}")
+                    && !status.Any(l => l.StartsWith("State:\tZ", StringComparison.Ordinal)))
+                {
+                    found.Add(proc);
+                }
+            }
+            catch (IOException)
+            {
+            }
+        }
+
+        return found;
     }
 
     private static bool QemuRunning(string sandboxId) => QemuPid(sandboxId) is not null;

@@ -198,7 +198,8 @@ public sealed class QemuDriver(QemuOptions options, INetworkManager network) : I
                 .WithStandardOutputPipe(PipeTarget.ToStringBuilder(output))
                 .WithStandardErrorPipe(PipeTarget.ToStringBuilder(output))
                 .WithValidation(CommandResultValidation.None)
-                .ExecuteAsync(CancellationToken.None, timeout.Token);
+                // Forceful: a guest hung under a broken KVM ignores SIGINT (QEMU says it terminates and never does).
+                .ExecuteAsync(timeout.Token);
             return output.ToString().Contains("AIRLOCK-PROBE-OK", StringComparison.Ordinal)
                 ? null
                 : $"exit {result.ExitCode} without reaching init: {Tail(output.ToString())}";
