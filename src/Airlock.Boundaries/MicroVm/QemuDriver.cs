@@ -252,12 +252,12 @@ public sealed class QemuDriver(QemuOptions options, INetworkManager network) : I
         ];
     }
 
-    private IReadOnlyList<string> DeviceArgs(string disk, string tap)
+    private static IReadOnlyList<string> DeviceArgs(string machine, string disk, string tap)
     {
-        var suffix = Machine == "microvm" ? "device" : "pci";
+        var suffix = machine == "microvm" ? "device" : "pci";
         return
         [
-            "-drive", $"id=root,file={disk},format=qcow2,if=none,cache=writeback,discard=unmap,aio=threads",
+            "-drive", $"id=root,file={Opt(disk)},format=qcow2,if=none,cache=writeback,discard=unmap,aio=threads",
             "-device", $"virtio-blk-{suffix},drive=root",
             "-netdev", $"tap,id=net0,ifname={tap},script=no,downscript=no",
             "-device", $"virtio-net-{suffix},netdev=net0,mac=52:54:00:a1:70:02{(suffix == "pci" ? ",romfile=" : "")}",
@@ -449,10 +449,10 @@ public sealed class QemuDriver(QemuOptions options, INetworkManager network) : I
             "-name", $"airlock-{launch.SandboxId},debug-threads=on",
             "-kernel", boot.Kernel, "-initrd", boot.Initramfs,
             "-append", GuestBootImage.CommandLine(bootToken, launch.Hostname, accel == "tcg" ? _tscKhz : 0, probe: false),
-            "-qmp", $"unix:{Path.Combine(RunDir(launch.StateDir), "qmp.sock")},server=on,wait=off",
+            "-qmp", $"unix:{Opt(Path.Combine(RunDir(launch.StateDir), "qmp.sock"))},server=on,wait=off",
             "-pidfile", Path.Combine(RunDir(launch.StateDir), "qemu.pid"),
         };
-        args.AddRange(DeviceArgs(Path.Combine(launch.StateDir, DiskFile), tap));
+        args.AddRange(DeviceArgs(machine, Path.Combine(launch.StateDir, DiskFile), tap));
         if (incoming is not null)
         {
             args.AddRange(["-incoming", "defer"]);
@@ -732,6 +732,9 @@ public sealed class QemuDriver(QemuOptions options, INetworkManager network) : I
 
     /// <summary>Where QEMU (as the sandbox uid) creates its QMP socket, pid file and incoming-migration socket.</summary>
     internal static string RunDir(string stateDir) => Path.Combine(stateDir, "run");
+
+    /// <summary>A value inside a QEMU option string: commas are doubled so a path cannot add options.</summary>
+    private static string Opt(string value) => value.Replace(",", ",,", StringComparison.Ordinal);
 
     private static string NewToken() => Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(24));
 

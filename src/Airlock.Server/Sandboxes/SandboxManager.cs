@@ -808,16 +808,30 @@ internal sealed class SandboxManager : IAsyncDisposable
         try
         {
             var now = _time.GetUtcNow();
-            foreach (var record in await _store.ListSandboxesAsync(null, [SandboxState.Paused], cancellationToken))
+            foreach (var listed in await _store.ListSandboxesAsync(null, [SandboxState.Paused], cancellationToken))
             {
-                if (_drivers[record.Boundary] is not IPausableDriver pausable)
+                if (_drivers[listed.Boundary] is not IPausableDriver pausable)
                 {
                     continue;
                 }
 
-                var metered = record with { Usage = MeterPaused(record, pausable, now) };
-                if (record.PausedAt is { } paused && now - paused >= _options.PausedRetention)
+                // Under the resume gate, re-read: a resume or kill that got there first wins, and is never overwritten.
+                var gate = _resumeGates.GetOrAdd(listed.SandboxId, _ => new SemaphoreSlim(1, 1));
+                await gate.WaitAsync(cancellationToken);
+                try
                 {
+                    if (await _store.GetSandboxAnyTenantAsync(listed.SandboxId, cancellationToken) is not { State: SandboxState.Paused } record)
+                    {
+                        continue;
+                    }
+
+                    var metered = record with { Usage = MeterPaused(record, pausable, now) };
+                    if (record.PausedAt is not { } paused || now - paused < _options.PausedRetention)
+                    {
+                        await _store.UpdateSandboxAsync(metered, cancellationToken);
+                        continue;
+                    }
+
                     var stateDir = Path.Combine(SandboxesDir, record.SandboxId);
                     var bytes = pausable.PausedBytes(stateDir);
                     await _drivers[record.Boundary].CleanupAsync(record.SandboxId, stateDir, cancellationToken);
@@ -829,9 +843,9 @@ internal sealed class SandboxManager : IAsyncDisposable
                     reaped.Add(record.SandboxId);
                     ServerLog.SandboxEnded(_logger, record.SandboxId, "reaped after the paused retention");
                 }
-                else
+                finally
                 {
-                    await _store.UpdateSandboxAsync(metered, cancellationToken);
+                    gate.Release();
                 }
             }
 
