@@ -301,3 +301,29 @@ internal static class TestContext
     /// <summary>xunit 2 has no ambient test token; tests bound themselves with [Fact(Timeout)] and this cap.</summary>
     public static CancellationToken Current() => new CancellationTokenSource(TimeSpan.FromSeconds(120)).Token;
 }
+
+[Trait("Category", "Integration")]
+public sealed class GuestAttachTests
+{
+    [Fact(Timeout = 60_000)]
+    public async Task Attaching_a_guest_moves_the_address_behind_a_tap_the_sandbox_uid_owns_and_forwards_only_the_agent_port()
+    {
+        await using var net = new TestNet();
+        var ct = TestContext.Current();
+        var n = await net.CreateAsync(TestNet.NewSandboxId(), ct);
+        var tap = await net.Manager.AttachGuestAsync(n, 200_123, ct);
+
+        Assert.Equal(NetnsNetworkManager.GuestTap, tap);
+        var eth0 = await TestNet.RunAsync("ip", "-n", n.Namespace, "-4", "addr", "show", "dev", "eth0");
+        Assert.DoesNotContain("10.254.0.2", eth0, StringComparison.Ordinal);
+        var link = await TestNet.RunAsync("ip", "-n", n.Namespace, "-d", "link", "show", "dev", tap);
+        Assert.Contains(NetnsNetworkManager.GuestGatewayMac, link, StringComparison.Ordinal);
+        Assert.Contains("user 200123", link, StringComparison.Ordinal);
+        var addr = await TestNet.RunAsync("ip", "-n", n.Namespace, "-4", "addr", "show", "dev", tap);
+        Assert.Contains("10.254.0.1/24", addr, StringComparison.Ordinal);
+        var rules = await TestNet.RunAsync("ip", "netns", "exec", n.Namespace, "nft", "list", "table", "inet", "airlock");
+        Assert.Contains($"iifname \"eth0\" oifname \"{tap}\" ip saddr {n.HostAddress} ip daddr 10.254.0.2 tcp dport 49983 ct state new accept", rules, StringComparison.Ordinal);
+        Assert.Equal(3, rules.Split("policy drop").Length - 1);
+        Assert.Equal("1", (await TestNet.RunAsync("ip", "netns", "exec", n.Namespace, "cat", "/proc/sys/net/ipv4/conf/eth0/proxy_arp")).Trim());
+    }
+}

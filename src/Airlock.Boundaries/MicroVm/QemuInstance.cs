@@ -34,6 +34,7 @@ internal sealed class QemuInstance : ISandboxInstance
         StateDir = stateDir;
         BootToken = bootToken;
         _ = WatchAsync();
+        _ = CapLogAsync();
     }
 
     public string SandboxId { get; }
@@ -294,6 +295,42 @@ internal sealed class QemuInstance : ISandboxInstance
         catch (OperationCanceledException)
         {
             _exited.TrySetResult(Volatile.Read(ref _state) == 1 ? "stopped by airlockd" : "watch ended");
+        }
+    }
+
+    /// <summary>
+    /// QEMU's stderr goes to qemu.log (opened O_APPEND by the launch shell); a guest that makes QEMU warn in a loop must not
+    /// fill the disk, so past 1 MiB the log is cut to its last 64 KiB.
+    /// </summary>
+    private async Task CapLogAsync()
+    {
+        const long Limit = 1 << 20;
+        const int Keep = 64 * 1024;
+        var log = Path.Combine(StateDir, "qemu.log");
+        try
+        {
+            using var timer = new PeriodicTimer(TimeSpan.FromSeconds(5));
+            while (await timer.WaitForNextTickAsync(_watch.Token))
+            {
+                var info = new FileInfo(log);
+                if (!info.Exists || info.Length <= Limit)
+                {
+                    continue;
+                }
+
+                await using var stream = new FileStream(log, FileMode.Open, FileAccess.ReadWrite, FileShare.ReadWrite);
+                var tail = new byte[Keep];
+                stream.Seek(-Keep, SeekOrigin.End);
+                await stream.ReadExactlyAsync(tail, _watch.Token);
+                stream.SetLength(0);
+                stream.Seek(0, SeekOrigin.Begin);
+                await stream.WriteAsync(System.Text.Encoding.UTF8.GetBytes("[airlock: earlier output cut at 1 MiB]\n"), _watch.Token);
+                await stream.WriteAsync(tail, _watch.Token);
+            }
+        }
+        catch (Exception e) when (e is OperationCanceledException or IOException)
+        {
+            // stopped, or the state directory is gone
         }
     }
 

@@ -52,26 +52,34 @@ public sealed class QmpClient : IAsyncDisposable
     {
         using var deadline = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
         deadline.CancelAfter(timeout);
-        while (true)
+        try
         {
-            var socket = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
-            try
+            while (true)
             {
-                await socket.ConnectAsync(new UnixDomainSocketEndPoint(socketPath), deadline.Token);
-                var client = new QmpClient(socket);
-                await client.ExecuteAsync("qmp_capabilities", null, deadline.Token);
-                return client;
-            }
-            catch (SocketException) when (!deadline.IsCancellationRequested)
-            {
-                socket.Dispose();
+                var socket = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
+                try
+                {
+                    await socket.ConnectAsync(new UnixDomainSocketEndPoint(socketPath), deadline.Token);
+                    var client = new QmpClient(socket);
+                    await client.ExecuteAsync("qmp_capabilities", null, deadline.Token);
+                    return client;
+                }
+                catch (SocketException)
+                {
+                    socket.Dispose(); // not there yet (QEMU still starting)
+                }
+                catch
+                {
+                    socket.Dispose();
+                    throw;
+                }
+
                 await Task.Delay(TimeSpan.FromMilliseconds(10), deadline.Token);
             }
-            catch (OperationCanceledException) when (!cancellationToken.IsCancellationRequested)
-            {
-                socket.Dispose();
-                throw new TimeoutException($"QMP socket {socketPath} did not answer within {timeout.TotalSeconds:0.#} s");
-            }
+        }
+        catch (OperationCanceledException) when (!cancellationToken.IsCancellationRequested)
+        {
+            throw new TimeoutException($"QMP socket {socketPath} did not answer within {timeout.TotalSeconds:0.#} s");
         }
     }
 
@@ -171,9 +179,9 @@ public sealed class QmpClient : IAsyncDisposable
                 pending.Write(buffer, start, read - start);
             }
         }
-        catch (Exception e) when (e is IOException or SocketException or OperationCanceledException or ObjectDisposedException)
+        catch (Exception e) when (e is IOException or SocketException or OperationCanceledException or ObjectDisposedException or JsonException)
         {
-            failure = e;
+            failure = e; // a peer that stops speaking JSON is treated as gone
         }
         finally
         {
@@ -203,10 +211,6 @@ public sealed class QmpClient : IAsyncDisposable
         else if (root.TryGetProperty("id", out var id) && id.TryGetInt64(out var key) && _pending.TryGetValue(key, out var waiter))
         {
             waiter.TrySetResult(root);
-        }
-        else if (root.TryGetProperty("return", out _) || root.TryGetProperty("error", out _))
-        {
-            // A reply without our id can only answer the capabilities handshake's predecessor; nothing waits for it.
         }
 
     }
