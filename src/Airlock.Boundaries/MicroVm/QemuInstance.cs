@@ -328,7 +328,7 @@ internal sealed class QemuInstance : ISandboxInstance
                 await stream.WriteAsync(tail, _watch.Token);
             }
         }
-        catch (Exception e) when (e is OperationCanceledException or IOException)
+        catch (Exception e) when (e is OperationCanceledException or IOException or ObjectDisposedException)
         {
             // stopped, or the state directory is gone
         }
