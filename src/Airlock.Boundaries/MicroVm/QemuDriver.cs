@@ -184,24 +184,23 @@ public sealed class QemuDriver(QemuOptions options, INetworkManager network) : I
     private async Task<string?> ProbeBootAsync(string probeImage, string accel, string machine, TimeSpan limit, CancellationToken cancellationToken)
     {
         using var timeout = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
-        timeout.CancelAfter(limit);
+        timeout.CancelAfter(limit + TimeSpan.FromSeconds(2));
         var output = new StringBuilder();
-        var stopwatch = Stopwatch.StartNew();
         try
         {
-            var args = new List<string>(MachineArgs(accel, machine, 1, 128))
-            {
-                "-serial", "stdio", "-kernel", _kernel, "-initrd", probeImage,
-                "-append", GuestBootImage.CommandLine("", "probe", accel == "tcg" ? _tscKhz : 0, probe: true),
-            };
-            var result = await Cli.Wrap(options.Qemu).WithArguments(args)
+            // coreutils timeout SIGKILLs QEMU at the limit even if airlockd exits first (a guest hung under a broken
+            // KVM ignores SIGINT, and an orphaned probe would spin forever); the token is a second net.
+            List<string> args = ["-s", "KILL", ((int)Math.Ceiling(limit.TotalSeconds)).ToString(CultureInfo.InvariantCulture), options.Qemu];
+            args.AddRange(MachineArgs(accel, machine, 1, 128));
+            args.AddRange(["-serial", "stdio", "-kernel", _kernel, "-initrd", probeImage,
+                "-append", GuestBootImage.CommandLine("", "probe", accel == "tcg" ? _tscKhz : 0, probe: true)]);
+            var result = await Cli.Wrap("timeout").WithArguments(args)
                 .WithStandardOutputPipe(PipeTarget.ToStringBuilder(output))
                 .WithStandardErrorPipe(PipeTarget.ToStringBuilder(output))
                 .WithValidation(CommandResultValidation.None)
-                // Forceful: a guest hung under a broken KVM ignores SIGINT (QEMU says it terminates and never does).
                 .ExecuteAsync(timeout.Token);
-            return output.ToString().Contains("AIRLOCK-PROBE-OK", StringComparison.Ordinal)
-                ? null
+            return output.ToString().Contains("AIRLOCK-PROBE-OK", StringComparison.Ordinal) ? null
+                : result.ExitCode == 137 ? $"the guest did not reach init within {limit.TotalSeconds:0} s"
                 : $"exit {result.ExitCode} without reaching init: {Tail(output.ToString())}";
         }
         catch (OperationCanceledException) when (!cancellationToken.IsCancellationRequested)
