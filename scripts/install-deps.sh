@@ -2,7 +2,7 @@
 # Installs what Airlock needs on Debian bookworm, idempotently. Run as root.
 set -euo pipefail
 
-packages=(bubblewrap mmdebstrap nftables iproute2 util-linux libseccomp2 e2fsprogs procps ca-certificates clang zlib1g-dev python3 curl qemu-system-x86 qemu-utils linux-image-cloud-amd64 busybox-static tini kmod)
+packages=(bubblewrap runc crun mmdebstrap nftables iproute2 util-linux libseccomp2 e2fsprogs procps ca-certificates clang zlib1g-dev python3 curl qemu-system-x86 qemu-utils linux-image-cloud-amd64 busybox-static tini kmod)
 command -v node >/dev/null 2>&1 || packages+=(nodejs npm)
 
 missing=()

@@ -194,10 +194,11 @@ public sealed class BubblewrapTests(Harness harness) : IClassFixture<Harness>
     [Fact]
     public async Task A_limit_that_cannot_be_applied_fails_the_start_and_leaves_nothing()
     {
-        var e = await Assert.ThrowsAsync<InvalidOperationException>(() => harness.StartAsync(new SandboxLimits { Pids = -5 }));
+        var id = Harness.NewId();
+        var e = await Assert.ThrowsAsync<InvalidOperationException>(() => harness.StartAsync(new SandboxLimits { Pids = -5 }, id: id));
         Assert.Contains("pids.max", e.Message, StringComparison.Ordinal);
-        Assert.DoesNotContain(Cgroups.FindAll(), id => id.StartsWith('t') && Cgroups.Pids(id).Count > 0);
-        Assert.DoesNotContain(BubblewrapDriver.MountPoints(), m => m.StartsWith(harness.DataDir, StringComparison.Ordinal));
+        Assert.DoesNotContain(id, Cgroups.FindAll()); // other tests' sandboxes may run meanwhile: look only at this one
+        Assert.DoesNotContain(BubblewrapDriver.MountPoints(), m => m.Contains(id, StringComparison.Ordinal));
     }
 
     [Fact]

@@ -12,7 +12,7 @@ using Microsoft.Extensions.Logging.Abstractions;
 namespace Airlock.Boundaries.Tests;
 
 /// <summary>Real sandboxes for the tests: the base template, a real network namespace, bwrap and the AOT agent.</summary>
-public sealed class Harness : IAsyncLifetime
+public class Harness : IAsyncLifetime
 {
     public string DataDir { get; } = Directory.CreateTempSubdirectory("airlock-boundary-test-").FullName;
 
@@ -22,7 +22,10 @@ public sealed class Harness : IAsyncLifetime
 
     public NetnsNetworkManager Network { get; private set; } = null!;
 
-    public BubblewrapDriver Driver { get; private set; } = null!;
+    public ISandboxDriver Driver { get; private set; } = null!;
+
+    /// <summary>The driver under test; the container harness overrides it.</summary>
+    protected virtual ISandboxDriver CreateDriver() => new BubblewrapDriver(new BubblewrapOptions { DataDir = DataDir });
 
     public async Task InitializeAsync()
     {
@@ -32,7 +35,7 @@ public sealed class Harness : IAsyncLifetime
         Agent = Path.Combine(Repo.Root, "artifacts", "guest", "airlock-guest");
         Assert.True(File.Exists(Agent), $"the AOT guest agent is missing at {Agent}; run scripts/build.sh");
         Network = new NetnsNetworkManager(new NetworkOptions { StateDir = Path.Combine(DataDir, "network"), ConnectTimeout = TimeSpan.FromSeconds(2) }, NullLogger<NetnsNetworkManager>.Instance);
-        Driver = new BubblewrapDriver(new BubblewrapOptions { DataDir = DataDir });
+        Driver = CreateDriver();
     }
 
     public Task DisposeAsync()
@@ -41,9 +44,11 @@ public sealed class Harness : IAsyncLifetime
         return Task.CompletedTask;
     }
 
-    public async Task<TestSandbox> StartAsync(SandboxLimits? limits = null, IReadOnlyDictionary<string, string>? env = null)
+    public static string NewId() => "t" + RandomNumberGenerator.GetString("abcdefghijklmnopqrstuvwxyz0123456789", 19);
+
+    public async Task<TestSandbox> StartAsync(SandboxLimits? limits = null, IReadOnlyDictionary<string, string>? env = null, string? id = null)
     {
-        var id = "t" + RandomNumberGenerator.GetString("abcdefghijklmnopqrstuvwxyz0123456789", 19);
+        id ??= NewId();
         var network = await Network.CreateAsync(id, CancellationToken.None);
         var token = Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(16));
         var launch = new SandboxLaunch
@@ -122,6 +127,22 @@ public sealed class TestSandbox : IAsyncDisposable
                 throw new InvalidOperationException("the sandbox exited: " + await Instance.Exited);
             }
 
+            if (Instance.BootToken is { } boot)
+            {
+                // As airlockd does: the agent starts with a boot token and gets the sandbox's own through SetIdentity.
+                try
+                {
+                    var first = new EnvdClient(_http, new EnvdClientOptions { BaseAddress = new Uri($"http://sandbox:{Airlock.Envd.EnvdProtocol.Port}/"), AccessToken = boot, UseBinaryFormat = true });
+                    await first.SetIdentityAsync(new Airlock.Envd.Protocol.Agent.SetIdentityRequest { AccessToken = Launch.AccessToken }, CancellationToken.None);
+                    return;
+                }
+                catch (Exception e) when (e is HttpRequestException or IOException or Airlock.Envd.Client.EnvdException)
+                {
+                    await Task.Delay(100);
+                    continue;
+                }
+            }
+
             if (await Envd.HealthAsync(CancellationToken.None))
             {
                 return;
@@ -133,13 +154,29 @@ public sealed class TestSandbox : IAsyncDisposable
         throw new TimeoutException("the agent did not come up in 15 s");
     }
 
-    public async Task<(string Stdout, string Stderr, int ExitCode)> RunAsync(string script, int timeoutSeconds = 60)
+    public Task<(string Stdout, string Stderr, int ExitCode)> RunAsRootAsync(string script, int timeoutSeconds = 60) => RunAsync(script, timeoutSeconds, "root");
+
+    /// <summary>Pause-to-disk's other half: a new network link and the driver's resume on the same state directory.</summary>
+    public async Task<TestSandbox> ResumeAsync(IPausableDriver driver)
+    {
+        _disposed = true;
+        _http.Dispose();
+        await _harness.Network.DeleteAsync(Launch.Network, CancellationToken.None);
+        var launch = Launch with { Network = await _harness.Network.CreateAsync(Id, CancellationToken.None) };
+        var instance = await driver.ResumeAsync(launch, Instance.Report, CancellationToken.None);
+        driver.DiscardPausedState(launch.StateDir);
+        var resumed = new TestSandbox(_harness, launch, instance);
+        await resumed.WaitReadyAsync();
+        return resumed;
+    }
+
+    public async Task<(string Stdout, string Stderr, int ExitCode)> RunAsync(string script, int timeoutSeconds = 60, string? user = null)
     {
         var stdout = new StringBuilder();
         var stderr = new StringBuilder();
         var exit = int.MinValue;
         using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(timeoutSeconds));
-        await foreach (var output in Envd.StartAsync(new ProcessSpec { Command = "/bin/bash", Args = ["-c", script] }, timeout.Token))
+        await foreach (var output in Envd.StartAsync(new ProcessSpec { Command = "/bin/bash", Args = ["-c", script], User = user }, timeout.Token))
         {
             switch (output)
             {
@@ -166,4 +203,10 @@ public sealed class TestSandbox : IAsyncDisposable
         await _harness.Network.DeleteAsync(Launch.Network, CancellationToken.None);
         _http.Dispose();
     }
+}
+
+/// <summary>The same harness with the container boundary (runc) as the driver under test.</summary>
+public sealed class ContainerHarness : Harness
+{
+    protected override ISandboxDriver CreateDriver() => new Airlock.Boundaries.Container.RuncDriver(new Airlock.Boundaries.Container.RuncOptions { DataDir = DataDir });
 }

@@ -27,6 +27,8 @@ public sealed record NewSandboxRequest
     [JsonPropertyName("allowDowngrade")] public bool? AllowDowngrade { get; init; }
     [JsonPropertyName("memoryMB")] public int? MemoryMB { get; init; }
     [JsonPropertyName("cpuCount")] public int? CpuCount { get; init; }
+    /// <summary>Airlock: size of the sandbox's writable disk in MiB (process and container: the quota of its writable layer).</summary>
+    [JsonPropertyName("diskMB")] public int? DiskMB { get; init; }
     /// <summary>Airlock: microvm only — boot the guest kernel instead of restoring the template's pre-booted snapshot.</summary>
     [JsonPropertyName("cold")] public bool? Cold { get; init; }
 }

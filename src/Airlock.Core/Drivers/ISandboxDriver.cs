@@ -74,3 +74,11 @@ public interface IPausableDriver
     /// <summary>Bytes a paused sandbox keeps on disk (memory image and disk overlay), for metering.</summary>
     long PausedBytes(string stateDir);
 }
+
+/// <summary>A running sandbox whose processes can be stopped in place and continued, memory kept (cgroup freezer).</summary>
+public interface IFreezableInstance
+{
+    Task FreezeAsync(CancellationToken cancellationToken);
+
+    Task ThawAsync(CancellationToken cancellationToken);
+}

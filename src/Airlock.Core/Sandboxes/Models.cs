@@ -8,6 +8,11 @@ public sealed record SandboxLimits
     /// <summary>CPU quota in millicores (1000 = one core).</summary>
     public int CpuMillis { get; init; } = 1000;
     public int VCpus { get; init; } = 1;
+    /// <summary>
+    /// Size of the sandbox's writable disk: the ext4 layer over the template (process, container) or the VM's root disk
+    /// (microvm, fixed by the template's disk image).
+    /// </summary>
+    public int DiskMiB { get; init; } = 4096;
 }
 
 /// <summary>What a sandbox really got. Every field is measured or configured, never assumed.</summary>

@@ -137,8 +137,7 @@ public static class AirlockServer
             },
             network);
         yield return new Airlock.Boundaries.Process.BubblewrapDriver(new Airlock.Boundaries.Process.BubblewrapOptions { DataDir = options.DataDir });
-        yield return new Airlock.Boundaries.UnavailableDriver(BoundaryKind.Container, "runc",
-            "the container boundary is not implemented yet (issue 5: OCI runtime driver)", ["container driver (runc bundle writer, seccomp profile, cgroup limits)"]);
+        yield return new Airlock.Boundaries.Container.RuncDriver(new Airlock.Boundaries.Container.RuncOptions { DataDir = options.DataDir, Runtime = options.ContainerRuntime });
     }
 
     private static async Task BootstrapAsync(IServiceProvider services, AirlockServerOptions options, Action<string>? onBootstrapKey, CancellationToken cancellationToken)

@@ -21,6 +21,10 @@ public sealed record AirlockServerOptions
     public SandboxLimits DefaultLimits { get; init; } = new();
     public int MaxMemoryMiB { get; init; } = 4096;
     public int MaxCpuCount { get; init; } = 2;
+    /// <summary>Largest writable disk a sandbox may ask for.</summary>
+    public int MaxDiskMiB { get; init; } = 16_384;
+    /// <summary>Container boundary's OCI runtime: auto (crun where it works on this host, else runc), runc or crun.</summary>
+    public string ContainerRuntime { get; init; } = "auto";
     /// <summary>Largest JSON body the control API accepts.</summary>
     public long MaxJsonBodyBytes { get; init; } = 1 << 20;
     /// <summary>Largest file upload through envd routes.</summary>

@@ -32,6 +32,16 @@ internal sealed class AirlockServerOptionsValidator : IValidateOptions<AirlockSe
             failures.Add($"GuestAgentPath '{agent}' does not exist (build it: dotnet publish src/Airlock.Guest -c Release -r linux-x64 -o artifacts/guest).");
         }
 
+        if (options.ContainerRuntime is not ("auto" or "runc" or "crun"))
+        {
+            failures.Add($"ContainerRuntime must be auto, runc or crun, got '{options.ContainerRuntime}'.");
+        }
+
+        if (options.DefaultLimits.DiskMiB < 64 || options.DefaultLimits.DiskMiB > options.MaxDiskMiB)
+        {
+            failures.Add($"DefaultLimits.DiskMiB must be in 64..{options.MaxDiskMiB}.");
+        }
+
         return failures.Count == 0 ? ValidateOptionsResult.Success : ValidateOptionsResult.Fail(failures);
     }
 }

@@ -78,13 +78,18 @@ internal sealed class SandboxManager : IAsyncDisposable
         var limits = ValidateLimits(request);
         var (boundary, risk, downgrade) = await ChooseBoundaryAsync(request, cancellationToken);
 
+        if (boundary == BoundaryKind.MicroVm && request.DiskMB is { } asked && asked != limits.DiskMiB)
+        {
+            throw ApiProblem.BadRequest("invalid_disk", $"microvm sandboxes get the template's {_options.DefaultLimits.DiskMiB} MiB root disk; diskMB applies to the process and container boundaries.");
+        }
+
         CheckTenantQuota(tenantId, limits);
         var onTimeout = "kill";
         if (request.AutoPause == true)
         {
             if (_drivers[boundary] is not IPausableDriver)
             {
-                throw ApiProblem.BadRequest("pause_unsupported", $"autoPause needs a boundary that can pause to disk (microvm); this sandbox would get {boundary.Name()}.");
+                throw ApiProblem.BadRequest("pause_unsupported", $"autoPause needs a boundary that can pause to disk (microvm, container); this sandbox would get {boundary.Name()}.");
             }
 
             onTimeout = "pause";
@@ -423,7 +428,7 @@ internal sealed class SandboxManager : IAsyncDisposable
     private Task SetIdentityWhenReadyAsync(string id, ISandboxInstance instance, string bootToken, string token, IReadOnlyDictionary<string, string>? env, CancellationToken cancellationToken) =>
         WaitForAgentAsync(id, instance, TimeSpan.FromSeconds(10), async (http, ct) =>
         {
-            await SetIdentityAsync(http, id, bootToken, token, env, ct);
+            await SetIdentityAsync(http, id, bootToken, token, env, ownKernel: instance.Report.Boundary == BoundaryKind.MicroVm.Name(), ct);
             return true;
         }, cancellationToken);
 
@@ -481,18 +486,22 @@ internal sealed class SandboxManager : IAsyncDisposable
     }
 
     /// <summary>Hands a restored, booted or resumed guest its identity; the boot token stops working.</summary>
-    private async Task SetIdentityAsync(HttpClient http, string id, string bootToken, string token, IReadOnlyDictionary<string, string>? env, CancellationToken cancellationToken)
+    private async Task SetIdentityAsync(HttpClient http, string id, string bootToken, string token, IReadOnlyDictionary<string, string>? env, bool ownKernel, CancellationToken cancellationToken)
     {
         var client = new EnvdClient(http, new EnvdClientOptions { BaseAddress = SandboxConnector.BaseUri(id, EnvdProtocol.Port), AccessToken = bootToken, UseBinaryFormat = true });
-        var request = new Airlock.Envd.Protocol.Agent.SetIdentityRequest
-        {
-            AccessToken = token,
-            Hostname = "sandbox",
-            MachineId = Convert.ToHexStringLower(System.Security.Cryptography.RandomNumberGenerator.GetBytes(16)),
-            Entropy = Google.Protobuf.ByteString.CopyFrom(System.Security.Cryptography.RandomNumberGenerator.GetBytes(64)),
-            UnixTimeNs = (_time.GetUtcNow() - DateTimeOffset.UnixEpoch).Ticks * 100,
-            ReplaceEnvs = env is not null,
-        };
+
+        // A container shares the host's kernel, clock and random pool (and may not set them): it gets only its token.
+        var request = ownKernel
+            ? new Airlock.Envd.Protocol.Agent.SetIdentityRequest
+            {
+                AccessToken = token,
+                Hostname = "sandbox",
+                MachineId = Convert.ToHexStringLower(System.Security.Cryptography.RandomNumberGenerator.GetBytes(16)),
+                Entropy = Google.Protobuf.ByteString.CopyFrom(System.Security.Cryptography.RandomNumberGenerator.GetBytes(64)),
+                UnixTimeNs = (_time.GetUtcNow() - DateTimeOffset.UnixEpoch).Ticks * 100,
+                ReplaceEnvs = env is not null,
+            }
+            : new Airlock.Envd.Protocol.Agent.SetIdentityRequest { AccessToken = token, ReplaceEnvs = env is not null };
         if (env is not null)
         {
             foreach (var (name, value) in env)
@@ -516,7 +525,7 @@ internal sealed class SandboxManager : IAsyncDisposable
         var live = await GetLiveAsync(tenantId, sandboxId, cancellationToken);
         if (_drivers[live.Record.Boundary] is not IPausableDriver)
         {
-            throw new ApiProblem(409, "pause_unsupported", $"Sandbox {sandboxId} runs in the {live.Record.Boundary.Name()} boundary, which cannot pause to disk; only microvm sandboxes can.");
+            throw new ApiProblem(409, "pause_unsupported", $"Sandbox {sandboxId} runs in the {live.Record.Boundary.Name()} boundary, which cannot pause to disk; microvm and container sandboxes can.");
         }
 
         await PauseLiveAsync(live, "requested", cancellationToken);
@@ -647,7 +656,7 @@ internal sealed class SandboxManager : IAsyncDisposable
                 instance = await pausable.ResumeAsync(launch, record.Report ?? throw new InvalidOperationException("the paused sandbox has no boundary report"), cancellationToken);
                 _connector.Register(sandboxId, network);
                 // The clock jumped while it slept, and clones must not share the random pool: refresh before use.
-                await SetIdentityWhenReadyAsync(sandboxId, instance, launch.AccessToken, launch.AccessToken, env: null, cancellationToken);
+                await SetIdentityWhenReadyAsync(sandboxId, instance, instance.BootToken ?? launch.AccessToken, launch.AccessToken, env: null, cancellationToken);
             }
             catch (Exception ex)
             {
@@ -952,6 +961,16 @@ internal sealed class SandboxManager : IAsyncDisposable
             }
 
             limits = limits with { CpuMillis = cpus * 1000, VCpus = cpus };
+        }
+
+        if (request.DiskMB is { } disk)
+        {
+            if (disk < 64 || disk > _options.MaxDiskMiB)
+            {
+                throw ApiProblem.BadRequest("invalid_disk", $"diskMB must be between 64 and {_options.MaxDiskMiB}, got {disk}.");
+            }
+
+            limits = limits with { DiskMiB = disk };
         }
 
         return limits;
