@@ -165,13 +165,22 @@ public sealed class ControlApiTests(HostFixture fixture) : IClassFixture<HostFix
     [InlineData("{\"templateID\":\"base\",\"boundary\":\"container\"}", "container")]
     public async Task A_boundary_this_host_cannot_offer_fails_clearly_and_never_downgrades_silently(string body, string boundary)
     {
+        await using var host = await StartWithoutContainersAsync();
         using var content = new StringContent(body, Encoding.UTF8, "application/json");
-        using var response = await Host.Http.PostAsync("/sandboxes", content);
+        using var response = await host.Http.PostAsync("/sandboxes", content);
         Assert.Equal(HttpStatusCode.UnprocessableEntity, response.StatusCode);
         var error = await ErrorOf(response);
         Assert.Equal("boundary_unavailable", error.ErrorCode);
         Assert.Contains(boundary, error.Message);
         Assert.Contains("Missing", error.Message);
+    }
+
+    /// <summary>A second airlockd whose operator turned the container boundary off (its data dir goes with it).</summary>
+    private static async Task<AirlockHost> StartWithoutContainersAsync()
+    {
+        var host = await AirlockHost.StartAsync(o => o with { DisabledBoundaries = new HashSet<Airlock.Core.Sandboxes.BoundaryKind> { Airlock.Core.Sandboxes.BoundaryKind.Container } });
+        host.DeleteDataDirOnDispose = true;
+        return host;
     }
 
     [Fact(Timeout = 60_000)]
@@ -185,13 +194,14 @@ public sealed class ControlApiTests(HostFixture fixture) : IClassFixture<HostFix
     [Fact(Timeout = 180_000)]
     public async Task A_consented_downgrade_is_reported_in_the_sandbox_and_the_audit()
     {
-        // The container boundary is unavailable in this version (issue 5), so risk medium with consent gets process.
-        var sandbox = await Host.CreateSandboxAsync(new NewSandboxRequest { TemplateId = "base", Risk = "medium", AllowDowngrade = true, Timeout = 60 });
+        // With the container boundary off on this node, risk medium with consent gets process, and says so.
+        await using var host = await StartWithoutContainersAsync();
+        var sandbox = await host.CreateSandboxAsync(new NewSandboxRequest { TemplateId = "base", Risk = "medium", AllowDowngrade = true, Timeout = 60 });
         Assert.Equal("process", sandbox.Boundary.Boundary);
         Assert.Contains("container unavailable", sandbox.Boundary.Downgrade);
-        var audit = await AuditTests.ReadAuditAsync(Host);
+        var audit = await AuditTests.ReadAuditAsync(host);
         Assert.Contains(audit, r => r.SandboxId == sandbox.SandboxId && r.Kind == "sandbox.create" && r.Data.Contains("container unavailable", StringComparison.Ordinal));
-        await Host.Http.DeleteAsync($"/sandboxes/{sandbox.SandboxId}");
+        await host.Http.DeleteAsync($"/sandboxes/{sandbox.SandboxId}");
     }
 
     [Fact(Timeout = 180_000)]

@@ -9,11 +9,13 @@ namespace Airlock.IntegrationTests;
 [Trait("Category", "Integration")]
 public sealed class ReconcileTests
 {
-    [Fact(Timeout = 240_000)]
-    public async Task Sandboxes_kept_on_shutdown_are_re_adopted_by_the_next_airlockd()
+    [Theory(Timeout = 240_000)]
+    [InlineData("low")]
+    [InlineData("medium")]
+    public async Task Sandboxes_kept_on_shutdown_are_re_adopted_by_the_next_airlockd(string risk)
     {
         var first = await AirlockHost.StartAsync(o => o with { KeepSandboxesOnShutdown = true });
-        var sandbox = await first.CreateSandboxAsync();
+        var sandbox = await first.CreateSandboxAsync(new NewSandboxRequest { TemplateId = "base", Risk = risk, Timeout = 120 });
         var (_, before, _) = await first.RunAsync(sandbox, "echo kept > /home/user/state.txt; cat /home/user/state.txt");
         Assert.Equal("kept\n", before);
         await first.DisposeAsync();
@@ -35,8 +37,10 @@ public sealed class ReconcileTests
         first.DeleteDataDir();
     }
 
-    [Fact(Timeout = 300_000)]
-    public async Task After_airlockd_is_killed_with_SIGKILL_the_next_start_cleans_every_orphan_and_audits_it()
+    [Theory(Timeout = 300_000)]
+    [InlineData("low")]
+    [InlineData("medium")]
+    public async Task After_airlockd_is_killed_with_SIGKILL_the_next_start_cleans_every_orphan_and_audits_it(string risk)
     {
         var dataDir = Path.Combine(Path.GetTempPath(), "airlock-crash-" + Guid.NewGuid().ToString("N")[..10]);
         var port = Loopback.FreePort();
@@ -81,7 +85,7 @@ public sealed class ReconcileTests
             }
 
             http.DefaultRequestHeaders.Add("X-API-Key", (await File.ReadAllTextAsync(Path.Combine(dataDir, "bootstrap-key"))).Trim());
-            using var created = await http.PostAsJsonAsync("/sandboxes", new NewSandboxRequest { TemplateId = "base", Risk = "low", Timeout = 120 }, ApiJsonContext.Default.NewSandboxRequest);
+            using var created = await http.PostAsJsonAsync("/sandboxes", new NewSandboxRequest { TemplateId = "base", Risk = risk, Timeout = 120 }, ApiJsonContext.Default.NewSandboxRequest);
             Assert.True(created.IsSuccessStatusCode, await created.Content.ReadAsStringAsync());
             id = (await created.Content.ReadFromJsonAsync(ApiJsonContext.Default.SandboxCreated))!.SandboxId;
             Assert.NotEmpty(Leftovers.Find([id], dataDir));

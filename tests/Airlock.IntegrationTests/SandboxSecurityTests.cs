@@ -13,13 +13,15 @@ public sealed class SandboxSecurityTests(HostFixture fixture) : IClassFixture<Ho
 {
     private AirlockHost Host => fixture.Host;
 
-    [Fact(Timeout = 180_000)]
-    public async Task File_writes_with_dot_dot_absolute_paths_and_symlinks_never_touch_host_files()
+    [Theory(Timeout = 180_000)]
+    [InlineData("low")]
+    [InlineData("medium")]
+    public async Task File_writes_with_dot_dot_absolute_paths_and_symlinks_never_touch_host_files(string risk)
     {
         var canaryDir = Directory.CreateTempSubdirectory("airlock-canary-");
         var canary = Path.Combine(canaryDir.FullName, "canary.txt");
         await File.WriteAllTextAsync(canary, "host original\n");
-        var sandbox = await Host.CreateSandboxAsync();
+        var sandbox = await Host.CreateSandboxAsync(new NewSandboxRequest { TemplateId = "base", Risk = risk, Timeout = 120 });
         var envd = Host.Envd(sandbox);
         try
         {
@@ -60,10 +62,12 @@ public sealed class SandboxSecurityTests(HostFixture fixture) : IClassFixture<Ho
         }
     }
 
-    [Fact(Timeout = 240_000)]
-    public async Task A_fork_bomb_and_a_memory_bomb_are_contained_and_airlockd_stays_up()
+    [Theory(Timeout = 240_000)]
+    [InlineData("low")]
+    [InlineData("medium")]
+    public async Task A_fork_bomb_and_a_memory_bomb_are_contained_and_airlockd_stays_up(string risk)
     {
-        var bombed = await Host.CreateSandboxAsync(new NewSandboxRequest { TemplateId = "base", Risk = "low", Timeout = 120, MemoryMB = 128 });
+        var bombed = await Host.CreateSandboxAsync(new NewSandboxRequest { TemplateId = "base", Risk = risk, Timeout = 120, MemoryMB = 128 });
         var bystander = await Host.CreateSandboxAsync();
         try
         {

@@ -138,7 +138,14 @@ public sealed class AirlockHost : IAsyncDisposable
         await _app.StopAsync(cts.Token);
         await _app.DisposeAsync();
         Http.Dispose();
+        if (DeleteDataDirOnDispose)
+        {
+            DeleteDataDir();
+        }
     }
+
+    /// <summary>Remove the data directory when disposed (hosts a test starts for itself).</summary>
+    public bool DeleteDataDirOnDispose { get; set; }
 
     public void DeleteDataDir()
     {
@@ -163,6 +170,14 @@ public static class Leftovers
             if (File.Exists($"/run/netns/airlock-{id}"))
             {
                 found.Add($"netns airlock-{id}");
+            }
+
+            foreach (var runtime in new[] { "runc", "crun" })
+            {
+                if (Directory.Exists($"/run/airlock/oci/{runtime}/{id}"))
+                {
+                    found.Add($"{runtime} container {id}");
+                }
             }
 
             foreach (var root in new[] { "/sys/fs/cgroup/memory/airlock", "/sys/fs/cgroup/pids/airlock", "/sys/fs/cgroup/cpu/airlock", "/sys/fs/cgroup/airlock" })

@@ -125,7 +125,12 @@ public static class AirlockServer
     private static Airlock.Networking.NetnsNetworkManager NewNetworkManager(AirlockServerOptions options, ILogger<Airlock.Networking.NetnsNetworkManager> logger) =>
         new(new Airlock.Networking.NetworkOptions { StateDir = Path.Combine(options.DataDir, "network") }, logger);
 
-    private static IEnumerable<ISandboxDriver> CreateDrivers(AirlockServerOptions options, INetworkManager network)
+    private static IEnumerable<ISandboxDriver> CreateDrivers(AirlockServerOptions options, INetworkManager network) =>
+        AllDrivers(options, network).Select(driver => options.DisabledBoundaries.Contains(driver.Boundary)
+            ? new Airlock.Boundaries.UnavailableDriver(driver.Boundary, driver.Name, $"the {driver.Boundary.Name()} boundary is disabled on this node by its operator", ["enable it in airlockd's configuration (DisabledBoundaries)"])
+            : driver);
+
+    private static IEnumerable<ISandboxDriver> AllDrivers(AirlockServerOptions options, INetworkManager network)
     {
         yield return new Airlock.Boundaries.MicroVm.QemuDriver(
             new Airlock.Boundaries.MicroVm.QemuOptions

@@ -23,6 +23,8 @@ public sealed record AirlockServerOptions
     public int MaxCpuCount { get; init; } = 2;
     /// <summary>Largest writable disk a sandbox may ask for.</summary>
     public int MaxDiskMiB { get; init; } = 16_384;
+    /// <summary>Boundaries the operator turned off: requests for them fail (or downgrade with consent) as if the host lacked them.</summary>
+    public IReadOnlySet<BoundaryKind> DisabledBoundaries { get; init; } = new HashSet<BoundaryKind>();
     /// <summary>Container boundary's OCI runtime: auto (crun where it works on this host, else runc), runc or crun.</summary>
     public string ContainerRuntime { get; init; } = "auto";
     /// <summary>Largest JSON body the control API accepts.</summary>

@@ -78,7 +78,7 @@ internal sealed class SandboxManager : IAsyncDisposable
         var limits = ValidateLimits(request);
         var (boundary, risk, downgrade) = await ChooseBoundaryAsync(request, cancellationToken);
 
-        if (boundary == BoundaryKind.MicroVm && request.DiskMB is { } asked && asked != limits.DiskMiB)
+        if (boundary == BoundaryKind.MicroVm && request.DiskMB is { } asked && asked != _options.DefaultLimits.DiskMiB)
         {
             throw ApiProblem.BadRequest("invalid_disk", $"microvm sandboxes get the template's {_options.DefaultLimits.DiskMiB} MiB root disk; diskMB applies to the process and container boundaries.");
         }
@@ -590,7 +590,9 @@ internal sealed class SandboxManager : IAsyncDisposable
             await _store.UpdateSandboxAsync(live.Record, CancellationToken.None);
             _live.TryRemove(id, out _);
             var bytes = pausable.PausedBytes(Path.Combine(SandboxesDir, id));
-            await AuditAsync(AuditKinds.Pause, live.Record, AuditJson.Object(("reason", why), ("bytesOnDisk", bytes), ("milliseconds", stopwatch.ElapsedMilliseconds)), CancellationToken.None);
+            // Honest about what a pause keeps: a microVM's memory too; a container only its files (no CRIU here).
+            var kept = live.Record.Boundary == BoundaryKind.MicroVm ? "memory and disk" : "filesystem only; processes were stopped";
+            await AuditAsync(AuditKinds.Pause, live.Record, AuditJson.Object(("reason", why), ("kept", kept), ("bytesOnDisk", bytes), ("milliseconds", stopwatch.ElapsedMilliseconds)), CancellationToken.None);
             ServerLog.SandboxEnded(_logger, id, $"paused ({why}) in {stopwatch.ElapsedMilliseconds} ms, {bytes} bytes on disk");
         }
         finally
@@ -700,7 +702,7 @@ internal sealed class SandboxManager : IAsyncDisposable
             Arm(live);
             Watch(live);
             await AuditAsync(AuditKinds.Resume, record, AuditJson.Object(("milliseconds", stopwatch.ElapsedMilliseconds), ("timeoutSeconds", timeout)), CancellationToken.None);
-            ServerLog.SandboxStarted(_logger, sandboxId, "microvm", "resumed", stopwatch.ElapsedMilliseconds);
+            ServerLog.SandboxStarted(_logger, sandboxId, record.Boundary.Name(), "resumed", stopwatch.ElapsedMilliseconds);
             return (Created(record), true);
         }
         finally
