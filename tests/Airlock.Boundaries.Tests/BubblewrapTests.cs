@@ -57,7 +57,7 @@ public sealed class BubblewrapTests(Harness harness) : IClassFixture<Harness>
         var (_, stderr, exit) = await sandbox.RunAsync("echo hello > ~/note.txt && echo changed > /tmp/t && rm -f /etc/motd.airlock-test; touch /etc/x 2>&1; echo done");
         Assert.Equal(0, exit);
         Assert.Equal(string.Empty, stderr);
-        var upper = Path.Combine(sandbox.Launch.StateDir, "upper");
+        var upper = Path.Combine(sandbox.Launch.StateDir, "layer", "upper");
         Assert.Equal("hello\n", File.ReadAllText(Path.Combine(upper, "home", "user", "note.txt")));
         Assert.True(File.Exists(Path.Combine(upper, "tmp", "t")));
         Assert.False(File.Exists(Path.Combine(harness.RootFs, "home", "user", "note.txt")));
@@ -210,6 +210,16 @@ public sealed class BubblewrapTests(Harness harness) : IClassFixture<Harness>
         }
 
         await Assert.ThrowsAsync<ArgumentException>(() => harness.StartAsync(env: new Dictionary<string, string> { ["AIRLOCK_ACCESS_TOKEN"] = "mine" }));
+    }
+
+    [Fact]
+    public async Task The_disk_quota_stops_writes_at_the_limit_without_filling_the_host()
+    {
+        await using var sandbox = await harness.StartAsync(new SandboxLimits { DiskMiB = 96 });
+        var (stdout, _, _) = await sandbox.RunAsync("dd if=/dev/zero of=$HOME/fill bs=1M count=400 2>&1 | grep -o 'No space left on device' | head -1; du -m $HOME/fill | cut -f1", timeoutSeconds: 120);
+        Assert.Contains("No space left on device", stdout, StringComparison.Ordinal);
+        Assert.InRange(int.Parse(stdout.Split('\n')[1], System.Globalization.CultureInfo.InvariantCulture), 40, 96);
+        Assert.Equal(96L * 1024 * 1024, new FileInfo(Path.Combine(sandbox.Launch.StateDir, "layer.img")).Length);
     }
 
     private static void AssertNothingLeft(TestSandbox sandbox)

@@ -67,19 +67,7 @@ internal static class WritableLayer
     public static async Task<string?> MountAsync(string stateDir, string templateRoot, uint? idBase, uint idCount, CancellationToken cancellationToken)
     {
         var layer = LayerDir(stateDir);
-        Directory.CreateDirectory(layer);
-        if (!IsMountPoint(layer))
-        {
-            var mount = await Cli.Wrap("mount")
-                .WithArguments(["-t", "ext4", "-o", "loop,nosuid,nodev", Path.Combine(stateDir, Image), layer])
-                .WithValidation(CommandResultValidation.None)
-                .ExecuteBufferedAsync(cancellationToken);
-            if (mount.ExitCode != 0)
-            {
-                throw new InvalidOperationException($"the disk limit could not be applied: mounting the layer image failed: {mount.StandardError.Trim()}");
-            }
-        }
-
+        await MountLayerAsync(stateDir, cancellationToken);
         var upper = Upper(stateDir);
         var work = Path.Combine(layer, "work");
         Directory.CreateDirectory(upper);
@@ -107,6 +95,26 @@ internal static class WritableLayer
         }
 
         return notMapped;
+    }
+
+    /// <summary>Loop-mounts the layer image at <c>stateDir/layer</c> unless it is mounted already.</summary>
+    public static async Task MountLayerAsync(string stateDir, CancellationToken cancellationToken)
+    {
+        var layer = LayerDir(stateDir);
+        Directory.CreateDirectory(layer);
+        if (IsMountPoint(layer))
+        {
+            return;
+        }
+
+        var mount = await Cli.Wrap("mount")
+            .WithArguments(["-t", "ext4", "-o", "loop,nosuid,nodev", Path.Combine(stateDir, Image), layer])
+            .WithValidation(CommandResultValidation.None)
+            .ExecuteBufferedAsync(cancellationToken);
+        if (mount.ExitCode != 0)
+        {
+            throw new InvalidOperationException($"the disk limit could not be applied: mounting the layer image failed: {mount.StandardError.Trim()}");
+        }
     }
 
     /// <summary>Detaches the overlay, the idmapped template and the layer image; returns what it unmounted.</summary>

@@ -123,10 +123,10 @@ public sealed class BubblewrapDriver(BubblewrapOptions options) : ISandboxDriver
         }
 
         var hostId = (uint)(options.UidBase + launch.Network.Index);
-        var merged = Path.Combine(launch.StateDir, "merged");
+        var merged = Layers.WritableLayer.Merged(launch.StateDir);
         try
         {
-            PrepareRoot(launch, options.DataDir, hostId, merged);
+            await PrepareRootAsync(launch, options.DataDir, hostId, cancellationToken);
             var procs = _cgroups.Create(launch.SandboxId, launch.Limits);
             var seccompPath = Path.Combine(launch.StateDir, "seccomp.bpf");
             await File.WriteAllBytesAsync(seccompPath, _seccomp!.Value.Bpf, cancellationToken);
@@ -145,7 +145,7 @@ public sealed class BubblewrapDriver(BubblewrapOptions options) : ISandboxDriver
                 Limits = launch.Limits,
                 Network = $"netns {launch.Network.Namespace}: {launch.Network.SandboxAddress} linked to host {launch.Network.HostAddress}; no route out",
             };
-            return new BubblewrapInstance(launch.SandboxId, report, process, process.Id, _cgroups, merged, launch.StateDir);
+            return new BubblewrapInstance(launch.SandboxId, report, process, process.Id, _cgroups, launch.StateDir);
         }
         catch
         {
@@ -161,19 +161,14 @@ public sealed class BubblewrapDriver(BubblewrapOptions options) : ISandboxDriver
             return Task.FromResult<ISandboxInstance?>(null);
         }
 
-        var merged = Path.Combine(launch.StateDir, "merged");
-        return Task.FromResult<ISandboxInstance?>(new BubblewrapInstance(record.SandboxId, record.Report, null, pid, _cgroups, merged, launch.StateDir));
+        return Task.FromResult<ISandboxInstance?>(new BubblewrapInstance(record.SandboxId, record.Report, null, pid, _cgroups, launch.StateDir));
     }
 
     public async Task<IReadOnlyList<string>> CleanupAsync(string sandboxId, string stateDir, CancellationToken cancellationToken)
     {
         var actions = new List<string>();
         actions.AddRange(await _cgroups.DestroyAsync(sandboxId, cancellationToken));
-        var merged = Path.Combine(stateDir, "merged");
-        if (BubblewrapInstance.Unmount(merged))
-        {
-            actions.Add($"unmounted {merged}");
-        }
+        actions.AddRange(Layers.WritableLayer.Unmount(stateDir));
 
         if (Directory.Exists(stateDir))
         {
@@ -197,9 +192,10 @@ public sealed class BubblewrapDriver(BubblewrapOptions options) : ISandboxDriver
         var prefix = SandboxesDir + "/";
         foreach (var mountPoint in MountPoints())
         {
-            if (mountPoint.StartsWith(prefix, StringComparison.Ordinal) && mountPoint.EndsWith("/merged", StringComparison.Ordinal))
+            if (mountPoint.StartsWith(prefix, StringComparison.Ordinal)
+                && (mountPoint.EndsWith("/merged", StringComparison.Ordinal) || mountPoint.EndsWith("/layer", StringComparison.Ordinal)))
             {
-                ids.Add(mountPoint[prefix.Length..^"/merged".Length]);
+                ids.Add(mountPoint[prefix.Length..mountPoint.LastIndexOf('/')]);
             }
         }
 
@@ -208,22 +204,18 @@ public sealed class BubblewrapDriver(BubblewrapOptions options) : ISandboxDriver
     }
 
     /// <summary>
-    /// Mounts the overlay: the template read-only below, the sandbox's own upper layer above. What the unprivileged
-    /// sandbox needs to own (its home, the agent's mount point) is made in the upper layer first.
+    /// Mounts the root: the template read-only below, the sandbox's writable layer above, in an ext4 image of the
+    /// sandbox's disk size (its quota). What the unprivileged sandbox needs to own (its home, the agent's mount point) is
+    /// made in the upper layer first.
     /// </summary>
-    private static void PrepareRoot(SandboxLaunch launch, string dataDirectory, uint hostId, string merged)
+    private static async Task PrepareRootAsync(SandboxLaunch launch, string dataDirectory, uint hostId, CancellationToken cancellationToken)
     {
-        var upper = Path.Combine(launch.StateDir, "upper");
-        var work = Path.Combine(launch.StateDir, "work");
-        foreach (var dir in new[] { upper, work, merged })
-        {
-            Directory.CreateDirectory(dir);
-        }
-
         if (OperatingSystem.IsWindows())
         {
             throw new PlatformNotSupportedException("the process boundary needs Linux");
         }
+
+        Directory.CreateDirectory(launch.StateDir);
 
         // The sandbox's uid opens the merged root by path, so it must be able to pass through Airlock's own
         // directories (execute only: it cannot list them or read the keys kept there).
@@ -244,18 +236,21 @@ public sealed class BubblewrapDriver(BubblewrapOptions options) : ISandboxDriver
             File.SetUnixFileMode(dir, mode | UnixFileMode.OtherExecute);
         }
 
+        await Layers.WritableLayer.CreateImageAsync(launch.StateDir, launch.Limits.DiskMiB, cancellationToken);
+        var layer = Layers.WritableLayer.LayerDir(launch.StateDir);
+        Directory.CreateDirectory(layer);
+        await Layers.WritableLayer.MountLayerAsync(launch.StateDir, cancellationToken);
+        File.SetUnixFileMode(layer, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute | UnixFileMode.OtherExecute);
+        var upper = Layers.WritableLayer.Upper(launch.StateDir);
+        Directory.CreateDirectory(upper);
+        File.SetUnixFileMode(upper, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute | UnixFileMode.GroupRead | UnixFileMode.GroupExecute | UnixFileMode.OtherRead | UnixFileMode.OtherExecute);
         var home = Path.Combine(upper, "home", SandboxUser);
         Directory.CreateDirectory(home);
         File.SetUnixFileMode(home, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute | UnixFileMode.GroupRead | UnixFileMode.GroupExecute | UnixFileMode.OtherRead | UnixFileMode.OtherExecute);
         Chown(home, hostId);
         Directory.CreateDirectory(Path.Combine(upper, ".airlock", "bin"));
-        File.WriteAllBytes(Path.Combine(upper, ".airlock", "bin", "airlock-guest"), []);
-
-        var data = $"lowerdir={launch.RootFs},upperdir={upper},workdir={work}";
-        if (NativeMethods.mount("overlay", merged, "overlay", 0, data) != 0)
-        {
-            throw new InvalidOperationException($"mounting the overlay at {merged} failed: {Marshal.GetPInvokeErrorMessage(Marshal.GetLastPInvokeError())}");
-        }
+        await File.WriteAllBytesAsync(Path.Combine(upper, ".airlock", "bin", "airlock-guest"), [], cancellationToken);
+        await Layers.WritableLayer.MountAsync(launch.StateDir, launch.RootFs, idBase: null, 0, cancellationToken);
     }
 
     private ProcessStartInfo LaunchCommand(SandboxLaunch launch, uint hostId, string merged, IReadOnlyList<string> cgroupProcs, string seccompPath)

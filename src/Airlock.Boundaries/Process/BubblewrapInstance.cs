@@ -1,4 +1,3 @@
-using System.Runtime.InteropServices;
 using Airlock.Boundaries.Cgroups;
 using Airlock.Core.Drivers;
 using Airlock.Core.Sandboxes;
@@ -13,20 +12,18 @@ internal sealed class BubblewrapInstance : ISandboxInstance
 {
     private readonly System.Diagnostics.Process? _process;
     private readonly CgroupManager _cgroups;
-    private readonly string _merged;
     private readonly string _stateDir;
     private readonly CancellationTokenSource _watch = new();
     private readonly TaskCompletionSource<string> _exited = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private int _state; // 0 running, 1 killed or detached
 
-    public BubblewrapInstance(string sandboxId, BoundaryReport report, System.Diagnostics.Process? process, int pid, CgroupManager cgroups, string merged, string stateDir)
+    public BubblewrapInstance(string sandboxId, BoundaryReport report, System.Diagnostics.Process? process, int pid, CgroupManager cgroups, string stateDir)
     {
         SandboxId = sandboxId;
         Report = report;
         _process = process;
         HostPid = pid;
         _cgroups = cgroups;
-        _merged = merged;
         _stateDir = stateDir;
         _ = WatchAsync();
     }
@@ -57,7 +54,7 @@ internal sealed class BubblewrapInstance : ISandboxInstance
             await _process.WaitForExitAsync(cancellationToken);
         }
 
-        Unmount(_merged);
+        Layers.WritableLayer.Unmount(_stateDir);
         await _watch.CancelAsync();
     }
 
@@ -78,22 +75,6 @@ internal sealed class BubblewrapInstance : ISandboxInstance
         await _watch.CancelAsync();
         _process?.Dispose();
         _watch.Dispose();
-    }
-
-    /// <summary>Detaches the overlay; true when something was mounted there.</summary>
-    internal static bool Unmount(string merged)
-    {
-        if (!BubblewrapDriver.MountPoints().Contains(merged))
-        {
-            return false;
-        }
-
-        if (NativeMethods.umount2(merged, NativeMethods.MntDetach) != 0)
-        {
-            throw new InvalidOperationException($"unmounting {merged} failed: {Marshal.GetPInvokeErrorMessage(Marshal.GetLastPInvokeError())}");
-        }
-
-        return true;
     }
 
     private async Task WatchAsync()
