@@ -6,6 +6,12 @@ using Airlock.Core.Api;
 using Airlock.Envd.Client;
 using Airlock.Testing;
 
+if (args.Contains("--container"))
+{
+    await ContainerBench.RunAsync(Arg("--create-runs", 20), Arg("--raw-runs", 20));
+    return;
+}
+
 if (args.Contains("--microvm"))
 {
     await MicroVmBench.RunAsync(Arg("--cold-runs", 3), Arg("--create-runs", 10), Arg("--pause-runs", 5));

@@ -259,13 +259,13 @@ public sealed class RuncDriver : ISandboxDriver, IPausableDriver
         }
 
         var idBase = IdBase(launch.Network.Index);
-        var stopwatch = Stopwatch.StartNew();
         try
         {
             Directory.CreateDirectory(launch.StateDir);
             var templateRoot = resumed ? await File.ReadAllTextAsync(Path.Combine(launch.StateDir, "template"), cancellationToken) : launch.RootFs;
             await File.WriteAllTextAsync(Path.Combine(launch.StateDir, "template"), templateRoot, cancellationToken);
             await WritableLayer.CreateImageAsync(launch.StateDir, launch.Limits.DiskMiB, cancellationToken);
+
             var notMapped = await WritableLayer.MountAsync(launch.StateDir, templateRoot, idBase, _options.IdsPerSandbox, cancellationToken);
             if (resumed)
             {
@@ -320,6 +320,7 @@ public sealed class RuncDriver : ISandboxDriver, IPausableDriver
             File.Delete(pidFile);
             var process = await DedicatedSpawner.StartAsync(LaunchCommand(launch, bundle, pidFile));
             var pid = await WaitForPidAsync(launch, process, pidFile, cancellationToken);
+
             var report = new BoundaryReport
             {
                 Boundary = BoundaryKind.Container.Name(),
