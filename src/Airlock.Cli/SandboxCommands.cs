@@ -40,8 +40,9 @@ internal static partial class SandboxCommands
         public Option<string[]> Metadata { get; } = KeyValues.Option("--metadata", "Metadata tag (repeatable)");
         public Option<int?> Memory { get; } = new("--memory-mb") { Description = "Memory limit in MiB" };
         public Option<int?> Cpus { get; } = new("--cpus") { Description = "CPU count" };
+        public Option<int?> Disk { get; } = new("--disk-mb") { Description = "Writable disk in MiB (process and container: the quota of the sandbox's writable layer)" };
         public Option<bool> Cold { get; } = new("--cold") { Description = "microvm: boot the kernel instead of restoring the template's pre-booted snapshot" };
-        public Option<bool> AutoPause { get; } = new("--auto-pause") { Description = "microvm: pause to disk instead of being killed at the timeout" };
+        public Option<bool> AutoPause { get; } = new("--auto-pause") { Description = "microvm and container: pause to disk instead of being killed at the timeout" };
 
         public CreateOptions()
         {
@@ -50,11 +51,12 @@ internal static partial class SandboxCommands
             Positive(Timeout);
             Positive(Memory);
             Positive(Cpus);
+            Positive(Disk);
         }
 
         public void AddTo(Command command)
         {
-            foreach (var option in new Option[] { Template, Risk, Boundary, AllowDowngrade, Timeout, Env, Metadata, Memory, Cpus, Cold, AutoPause })
+            foreach (var option in new Option[] { Template, Risk, Boundary, AllowDowngrade, Timeout, Env, Metadata, Memory, Cpus, Disk, Cold, AutoPause })
             {
                 command.Add(option);
             }
@@ -71,6 +73,7 @@ internal static partial class SandboxCommands
             Metadata = KeyValues.ToDictionary(parse.GetValue(Metadata)),
             MemoryMB = parse.GetValue(Memory),
             CpuCount = parse.GetValue(Cpus),
+            DiskMB = parse.GetValue(Disk),
             ColdBoot = parse.GetValue(Cold),
             AutoPause = parse.GetValue(AutoPause),
         };
@@ -283,7 +286,7 @@ internal static partial class SandboxCommands
     private static Command Pause(CliConsole console, GlobalOptions globals)
     {
         var id = new Argument<string>("id") { Description = "Sandbox id" };
-        var command = new Command("pause", "Pause a microvm sandbox to disk (memory, processes and files kept; nothing runs)") { id };
+        var command = new Command("pause", "Pause a sandbox to disk: a microvm keeps memory, processes and files; a container keeps its files (its processes are stopped)") { id };
         command.SetAction(AirlockCli.Guard(console, async (parse, cancellationToken) =>
         {
             using var client = globals.CreateClient(parse, console);

@@ -29,10 +29,14 @@ internal static class ServerCommands
         });
         var guest = new Option<string?>("--guest-agent") { Description = "Path of the airlock-guest binary (default: found next to airlockd or in artifacts/guest)" };
         var templates = new Option<string?>("--templates-dir") { Description = "Templates directory (default: $AIRLOCK_TEMPLATES_DIR, else <data-dir>/templates)" };
+        var runtime = new Option<string>("--container-runtime") { Description = "OCI runtime of the container boundary: auto (crun where this host allows it, else runc), runc or crun", DefaultValueFactory = _ => defaults.ContainerRuntime };
+        runtime.AcceptOnlyFromAmong("auto", "runc", "crun");
+        var disable = new Option<string[]>("--disable-boundary") { Description = "Turn a boundary off on this node (repeatable): process, container or microvm", AllowMultipleArgumentsPerToken = false };
+        disable.AcceptOnlyFromAmong("process", "container", "microvm");
 
         var command = new Command("serve", "Run airlockd (the control API and envd routes) in the foreground")
         {
-            listen, dataDir, domain, keep, risk, timeout, guest, templates,
+            listen, dataDir, domain, keep, risk, timeout, guest, templates, runtime, disable,
         };
         command.SetAction(AirlockCli.Guard(console, async (parse, cancellationToken) =>
         {
@@ -47,6 +51,13 @@ internal static class ServerCommands
                 DefaultTimeoutSeconds = parse.GetValue(timeout),
                 GuestAgentPath = parse.GetValue(guest),
                 TemplatesDir = parse.GetValue(templates) ?? console.Environment("AIRLOCK_TEMPLATES_DIR"),
+                ContainerRuntime = parse.GetValue(runtime)!,
+                DisabledBoundaries = (parse.GetValue(disable) ?? []).Select(name => name switch
+                {
+                    "process" => BoundaryKind.Process,
+                    "container" => BoundaryKind.Container,
+                    _ => BoundaryKind.MicroVm,
+                }).ToHashSet(),
             };
             console.ErrorUi.MarkupLine(CultureInfo.InvariantCulture, "starting airlockd on [bold]{0}[/] (data {1}, default risk {2}); Ctrl+C stops it",
                 Markup.Escape(options.Listen), Markup.Escape(options.DataDir), RiskName(options.DefaultRisk));

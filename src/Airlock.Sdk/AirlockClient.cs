@@ -161,6 +161,7 @@ public sealed class AirlockClient : IDisposable
             EnvVars = o.EnvVars is null ? null : new Dictionary<string, string>(o.EnvVars),
             MemoryMB = o.MemoryMB,
             CpuCount = o.CpuCount,
+            DiskMB = o.DiskMB,
             Cold = o.ColdBoot ? true : null,
             AutoPause = o.AutoPause ? true : null,
         };

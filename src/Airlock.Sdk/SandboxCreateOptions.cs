@@ -30,6 +30,9 @@ public sealed record SandboxCreateOptions
     /// <summary>CPU count; null uses the server default.</summary>
     public int? CpuCount { get; init; }
 
+    /// <summary>Writable disk in MiB (process and container boundaries: the quota of the sandbox's writable layer); null uses the server default.</summary>
+    public int? DiskMB { get; init; }
+
     /// <summary>microvm only: boot the guest kernel instead of restoring the template's pre-booted snapshot.</summary>
     public bool ColdBoot { get; init; }
 
