@@ -286,12 +286,13 @@ internal static partial class SandboxCommands
     private static Command Pause(CliConsole console, GlobalOptions globals)
     {
         var id = new Argument<string>("id") { Description = "Sandbox id" };
-        var command = new Command("pause", "Pause a sandbox to disk: a microvm keeps memory, processes and files; a container keeps its files (its processes are stopped)") { id };
+        var toDisk = new Option<bool>("--to-disk") { Description = "container: keep only the files and free the memory (processes are stopped); default freezes it in place" };
+        var command = new Command("pause", "Pause a sandbox: a microvm goes to disk with memory, processes and files; a container is frozen in place, or with --to-disk keeps its files") { id, toDisk };
         command.SetAction(AirlockCli.Guard(console, async (parse, cancellationToken) =>
         {
             using var client = globals.CreateClient(parse, console);
             var sandboxId = parse.GetValue(id)!;
-            await client.PauseAsync(sandboxId, cancellationToken);
+            await client.PauseAsync(sandboxId, parse.GetValue(toDisk), cancellationToken);
             await console.Error.WriteLineAsync($"paused {sandboxId}");
             return AirlockCli.ExitOk;
         }));

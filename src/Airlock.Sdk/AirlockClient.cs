@@ -74,6 +74,13 @@ public sealed class AirlockClient : IDisposable
     public Task PauseAsync(string sandboxId, CancellationToken cancellationToken = default) =>
         SendAsync(HttpMethod.Post, "sandboxes/" + EscapeId(sandboxId) + "/pause", null, cancellationToken);
 
+    /// <summary>
+    /// Pauses a sandbox choosing what a container keeps: <paramref name="toDisk"/> false freezes it in place (processes
+    /// and memory kept, memory stays reserved), true keeps only its files and frees its memory. microVMs always keep both.
+    /// </summary>
+    public Task PauseAsync(string sandboxId, bool toDisk, CancellationToken cancellationToken = default) =>
+        SendAsync(HttpMethod.Post, "sandboxes/" + EscapeId(sandboxId) + "/pause" + (toDisk ? "?mode=disk" : "?mode=memory"), null, cancellationToken);
+
     /// <summary>Brings a paused sandbox back (E2B's connect); returns true when it had to be resumed, false when it was running.</summary>
     public async Task<bool> ResumeAsync(string sandboxId, int? timeoutSeconds = null, CancellationToken cancellationToken = default)
     {

@@ -350,14 +350,22 @@ public sealed class RuncDriver : ISandboxDriver, IPausableDriver
         }
     }
 
-    public Task<ISandboxInstance?> AdoptAsync(SandboxRecord record, SandboxLaunch launch, CancellationToken cancellationToken)
+    public async Task<ISandboxInstance?> AdoptAsync(SandboxRecord record, SandboxLaunch launch, CancellationToken cancellationToken)
     {
         if (record.HostPid is not { } pid || !NativeMethods.IsAlive(pid) || !CgroupManager.Contains(pid, record.SandboxId) || record.Report is null)
         {
-            return Task.FromResult<ISandboxInstance?>(null);
+            return null;
         }
 
-        return Task.FromResult<ISandboxInstance?>(new RuncInstance(this, record.SandboxId, launch.StateDir, record.Report, null, pid, _cgroups));
+        var state = await TryRunAsync(_runtime, [.. RuntimeArgs(), "state", record.SandboxId], cancellationToken);
+        var status = state is { ExitCode: 0 } ? JsonSerializer.Deserialize(state.StandardOutput, OciJsonContext.Default.OciState)?.Status : null;
+        var instance = new RuncInstance(this, record.SandboxId, launch.StateDir, record.Report, null, pid, _cgroups);
+        if (status == "paused")
+        {
+            instance.MarkFrozen();
+        }
+
+        return instance;
     }
 
     public async Task<IReadOnlyList<string>> CleanupAsync(string sandboxId, string stateDir, CancellationToken cancellationToken)
@@ -434,8 +442,12 @@ public sealed class RuncDriver : ISandboxDriver, IPausableDriver
 
     public void DiscardPausedState(string stateDir) => File.Delete(Path.Combine(stateDir, "paused"));
 
+    /// <summary>
+    /// The layer image and the template it sits on are all a container needs to come back (its processes never do):
+    /// so a container lost while frozen (a host reboot) or mid-pause is still resumable from its files.
+    /// </summary>
     public bool HasPausedState(string stateDir) =>
-        File.Exists(Path.Combine(stateDir, "paused")) && File.Exists(Path.Combine(stateDir, WritableLayer.Image)) && File.Exists(Path.Combine(stateDir, "template"));
+        File.Exists(Path.Combine(stateDir, WritableLayer.Image)) && File.Exists(Path.Combine(stateDir, "template"));
 
     public long PausedBytes(string stateDir) => WritableLayer.AllocatedBytes(stateDir);
 

@@ -46,12 +46,25 @@ internal sealed class RuncInstance : ISandboxInstance, IFreezableInstance
     /// <summary>Stops every process in the container with the freezer (memory stays, nothing runs).</summary>
     public async Task FreezeAsync(CancellationToken cancellationToken)
     {
+        if (Frozen)
+        {
+            return;
+        }
+
         var result = await RuncDriver.TryRunAsync(_driver.RuntimeBinary, [.. _driver.RuntimeArgs(), "pause", SandboxId], cancellationToken);
         if (result is not { ExitCode: 0 })
         {
             throw new InvalidOperationException($"{_driver.RuntimeBinary} pause failed: {result?.StandardError.Trim()}");
         }
+
+        Frozen = true;
     }
+
+    /// <summary>An adopted container the runtime reports as paused.</summary>
+    internal void MarkFrozen() => Frozen = true;
+
+    /// <summary>Whether the freezer holds the container (as far as this instance knows).</summary>
+    public bool Frozen { get; private set; }
 
     /// <summary>Lets a frozen container run again.</summary>
     public async Task ThawAsync(CancellationToken cancellationToken)
@@ -61,6 +74,8 @@ internal sealed class RuncInstance : ISandboxInstance, IFreezableInstance
         {
             throw new InvalidOperationException($"{_driver.RuntimeBinary} resume failed: {result?.StandardError.Trim()}");
         }
+
+        Frozen = false;
     }
 
     /// <summary>Pause to disk: the processes go, the layer image stays.</summary>
@@ -75,6 +90,11 @@ internal sealed class RuncInstance : ISandboxInstance, IFreezableInstance
     public async Task KillAsync(CancellationToken cancellationToken)
     {
         Interlocked.Exchange(ref _state, 1);
+        if (Frozen)
+        {
+            await ThawAsync(cancellationToken); // signals reach frozen tasks only once they run again
+        }
+
         if (!_exited.Task.IsCompleted)
         {
             // tini passes SIGTERM to the agent, which stops its commands; then delete --force and the cgroup make sure.

@@ -61,6 +61,7 @@ internal static class ControlApi
         app.MapPost("/sandboxes/{sandboxID}/pause", PauseAsync)
             .WithName("PauseSandbox").WithTags("sandboxes")
             .Produces(StatusCodes.Status204NoContent)
+            .Produces<ApiError>(StatusCodes.Status400BadRequest)
             .Produces<ApiError>(StatusCodes.Status404NotFound)
             .Produces<ApiError>(StatusCodes.Status409Conflict)
             .Produces<ApiError>(StatusCodes.Status507InsufficientStorage);
@@ -150,9 +151,10 @@ internal static class ControlApi
         return Results.NoContent();
     }
 
-    private static async Task<IResult> PauseAsync(HttpContext context, string sandboxID, SandboxManager manager)
+    /// <summary>E2B's pause; Airlock's <c>?mode=disk</c> makes a container keep only its files and free its memory.</summary>
+    private static async Task<IResult> PauseAsync(HttpContext context, string sandboxID, string? mode, SandboxManager manager)
     {
-        await manager.PauseAsync(Tenant(context), sandboxID, context.RequestAborted);
+        await manager.PauseAsync(Tenant(context), sandboxID, mode, context.RequestAborted);
         return Results.NoContent();
     }
 

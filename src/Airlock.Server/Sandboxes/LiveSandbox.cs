@@ -20,6 +20,12 @@ internal sealed class LiveSandbox(SandboxRecord record, ISandboxInstance instanc
     /// <summary>Set while the driver writes the sandbox to disk: its entry process exiting then is the plan, not a crash.</summary>
     public bool Pausing { get; set; }
 
+    /// <summary>
+    /// Paused in place (a container under the cgroup freezer): nothing runs, memory stays reserved, the network stays.
+    /// The record says paused; envd traffic is refused until a resume thaws it.
+    /// </summary>
+    public bool Frozen { get; set; }
+
     /// <summary>CPU time the instance had used when usage was last metered.</summary>
     public TimeSpan CpuMetered { get; set; }
 }

@@ -210,7 +210,7 @@ internal sealed class SandboxManager : IAsyncDisposable
         var record = await GetAsync(tenantId, sandboxId, cancellationToken);
         if (_live.TryGetValue(record.SandboxId, out var live) && !live.Ending)
         {
-            return live;
+            return live.Frozen ? throw new ApiProblem(409, "sandbox_paused", $"Sandbox {sandboxId} is paused; resume it first.") : live;
         }
 
         throw ApiProblem.NotFound("sandbox_not_running", record.State.IsTerminal()
@@ -220,7 +220,7 @@ internal sealed class SandboxManager : IAsyncDisposable
 
     /// <summary>Envd routing: the sandbox by id regardless of tenant (the access token is the credential there).</summary>
     public bool TryGetLive(string sandboxId, out LiveSandbox live) =>
-        _live.TryGetValue(sandboxId, out live!) && !live.Ending;
+        _live.TryGetValue(sandboxId, out live!) && !live.Ending && !live.Frozen;
 
     public async Task<IReadOnlyList<SandboxRecord>> ListAsync(string tenantId, IReadOnlyCollection<SandboxState>? states, IReadOnlyDictionary<string, string> metadata, CancellationToken cancellationToken)
     {
@@ -234,6 +234,12 @@ internal sealed class SandboxManager : IAsyncDisposable
     public async Task KillAsync(string tenantId, string sandboxId, CancellationToken cancellationToken)
     {
         var record = await GetAsync(tenantId, sandboxId, cancellationToken);
+        if (_live.TryGetValue(sandboxId, out var frozen) && frozen.Frozen && !frozen.Ending)
+        {
+            await EndAsync(frozen, SandboxState.Killed, "killed by request while paused (frozen)", AuditKinds.Kill, cancellationToken);
+            return;
+        }
+
         if (record.State == SandboxState.Paused)
         {
             // Nothing runs: delete its saved state and disk, under the resume gate so a resume cannot race it.
@@ -317,11 +323,24 @@ internal sealed class SandboxManager : IAsyncDisposable
                 return;
             }
 
+            if (live.Frozen)
+            {
+                return; // paused in place: the retention, not the timeout, ends it
+            }
+
             if (live.Record.OnTimeout == "pause" && _drivers[live.Record.Boundary] is IPausableDriver)
             {
                 try
                 {
-                    await PauseLiveAsync(live, "timeout", _stopping.Token);
+                    if (live.Record.Boundary == BoundaryKind.Container && live.Instance is IFreezableInstance)
+                    {
+                        await FreezeLiveAsync(live, "timeout", _stopping.Token);
+                    }
+                    else
+                    {
+                        await PauseLiveAsync(live, "timeout", _stopping.Token);
+                    }
+
                     return;
                 }
                 catch (Exception ex) when (ex is not OperationCanceledException)
@@ -513,9 +532,19 @@ internal sealed class SandboxManager : IAsyncDisposable
         await client.SetIdentityAsync(request, cancellationToken);
     }
 
-    /// <summary>POST /sandboxes/{id}/pause: 409 when already paused, 404 when gone, 507 when the disk is full.</summary>
-    public async Task PauseAsync(string tenantId, string sandboxId, CancellationToken cancellationToken)
+    /// <summary>
+    /// POST /sandboxes/{id}/pause: 409 when already paused, 404 when gone, 507 when the disk is full. A microVM always
+    /// goes to disk with its memory. A container is frozen in place by default (<paramref name="mode"/> null or
+    /// "memory": processes and memory kept, memory stays reserved) or, with "disk", stopped with its files kept (no CRIU
+    /// here, so its processes do not survive; the audit and the resumed sandbox say so).
+    /// </summary>
+    public async Task PauseAsync(string tenantId, string sandboxId, string? mode, CancellationToken cancellationToken)
     {
+        if (mode is not (null or "memory" or "disk"))
+        {
+            throw ApiProblem.BadRequest("invalid_mode", $"mode must be 'memory' or 'disk', got '{mode}'.");
+        }
+
         var record = await GetAsync(tenantId, sandboxId, cancellationToken);
         if (record.State is SandboxState.Paused or SandboxState.Pausing)
         {
@@ -523,12 +552,46 @@ internal sealed class SandboxManager : IAsyncDisposable
         }
 
         var live = await GetLiveAsync(tenantId, sandboxId, cancellationToken);
+        if (live.Record.Boundary == BoundaryKind.Container && mode != "disk" && live.Instance is IFreezableInstance)
+        {
+            await FreezeLiveAsync(live, "requested", cancellationToken);
+            return;
+        }
+
         if (_drivers[live.Record.Boundary] is not IPausableDriver)
         {
-            throw new ApiProblem(409, "pause_unsupported", $"Sandbox {sandboxId} runs in the {live.Record.Boundary.Name()} boundary, which cannot pause to disk; microvm and container sandboxes can.");
+            throw new ApiProblem(409, "pause_unsupported", $"Sandbox {sandboxId} runs in the {live.Record.Boundary.Name()} boundary, which cannot pause; microvm and container sandboxes can.");
         }
 
         await PauseLiveAsync(live, "requested", cancellationToken);
+    }
+
+    /// <summary>Freezes a container in place: its cgroup's freezer stops every process; memory and network stay.</summary>
+    private async Task FreezeLiveAsync(LiveSandbox live, string why, CancellationToken cancellationToken)
+    {
+        var id = live.Record.SandboxId;
+        await live.Gate.WaitAsync(cancellationToken);
+        try
+        {
+            if (live.Ending || live.Pausing || live.Frozen)
+            {
+                throw new ApiProblem(409, "sandbox_busy", $"Sandbox {id} is already pausing, paused or ending.");
+            }
+
+            var now = _time.GetUtcNow();
+            var usage = Meter(live, now);
+            await ((IFreezableInstance)live.Instance).FreezeAsync(cancellationToken);
+            live.Frozen = true;
+            live.TimeoutTimer?.Dispose();
+            live.Record = live.Record with { State = SandboxState.Paused, PausedAt = now, Usage = usage with { MeteredAt = now } };
+            await _store.UpdateSandboxAsync(live.Record, CancellationToken.None);
+            await AuditAsync(AuditKinds.Pause, live.Record, AuditJson.Object(("reason", why), ("kept", "memory and processes, frozen in place (memory stays reserved)")), CancellationToken.None);
+            ServerLog.SandboxEnded(_logger, id, $"frozen ({why})");
+        }
+        finally
+        {
+            live.Gate.Release();
+        }
     }
 
     private async Task PauseLiveAsync(LiveSandbox live, string why, CancellationToken cancellationToken)
@@ -611,6 +674,11 @@ internal sealed class SandboxManager : IAsyncDisposable
         try
         {
             var record = await GetAsync(tenantId, sandboxId, cancellationToken);
+            if (_live.TryGetValue(sandboxId, out var frozen) && frozen.Frozen && !frozen.Ending)
+            {
+                return (await ThawAsync(frozen, request, cancellationToken), true);
+            }
+
             if (_live.TryGetValue(sandboxId, out var running) && !running.Ending && !running.Pausing)
             {
                 if (request.Timeout is { } extend)
@@ -708,6 +776,36 @@ internal sealed class SandboxManager : IAsyncDisposable
         finally
         {
             gate.Release();
+        }
+    }
+
+    /// <summary>Lets a frozen container run again, with a new timeout; its processes continue where they stopped.</summary>
+    private async Task<SandboxCreated> ThawAsync(LiveSandbox live, ResumeRequest request, CancellationToken cancellationToken)
+    {
+        var timeout = ValidateTimeout(request.Timeout ?? _options.DefaultTimeoutSeconds);
+        await live.Gate.WaitAsync(cancellationToken);
+        try
+        {
+            var stopwatch = Stopwatch.StartNew();
+            await ((IFreezableInstance)live.Instance).ThawAsync(cancellationToken);
+            live.Frozen = false;
+            var now = _time.GetUtcNow();
+            live.Record = live.Record with
+            {
+                State = SandboxState.Running,
+                PausedAt = null,
+                EndAt = now.AddSeconds(timeout),
+                OnTimeout = request.AutoPause is { } auto ? (auto ? "pause" : "kill") : live.Record.OnTimeout,
+                Report = live.Record.Report! with { StartedFrom = "thawed: processes and memory kept" },
+            };
+            await _store.UpdateSandboxAsync(live.Record, CancellationToken.None);
+            Arm(live);
+            await AuditAsync(AuditKinds.Resume, live.Record, AuditJson.Object(("milliseconds", stopwatch.ElapsedMilliseconds), ("timeoutSeconds", timeout), ("thawed", true)), CancellationToken.None);
+            return Created(live.Record);
+        }
+        finally
+        {
+            live.Gate.Release();
         }
     }
 
@@ -862,6 +960,13 @@ internal sealed class SandboxManager : IAsyncDisposable
 
             foreach (var live in _live.Values.ToList())
             {
+                if (live.Frozen && !live.Ending && live.Record.PausedAt is { } frozenAt && now - frozenAt >= _options.PausedRetention)
+                {
+                    await EndAsync(live, SandboxState.Killed, $"paused (frozen) for longer than the retention of {_options.PausedRetention}", AuditKinds.Reaped, cancellationToken);
+                    reaped.Add(live.Record.SandboxId);
+                    continue;
+                }
+
                 await live.Gate.WaitAsync(cancellationToken);
                 try
                 {
@@ -1040,7 +1145,8 @@ internal sealed class SandboxManager : IAsyncDisposable
             var record = stored;
             var stateDir = Path.Combine(SandboxesDir, record.SandboxId);
             ISandboxInstance? instance = null;
-            if (record.State is SandboxState.Running or SandboxState.Pausing or SandboxState.Resuming && record.Network is { } net && record.AccessToken is { } token && _drivers.TryGetValue(record.Boundary, out var driver))
+            // Paused with a network: a container frozen in place (a microVM paused to disk keeps no network).
+            if (record.State is SandboxState.Running or SandboxState.Pausing or SandboxState.Resuming or SandboxState.Paused && record.Network is { } net && record.AccessToken is { } token && _drivers.TryGetValue(record.Boundary, out var driver))
             {
                 var launch = new SandboxLaunch
                 {
@@ -1058,7 +1164,11 @@ internal sealed class SandboxManager : IAsyncDisposable
                 try
                 {
                     instance = await driver.AdoptAsync(record, launch, cancellationToken);
-                    if (instance is not null)
+                    if (instance is not null && record.State == SandboxState.Paused && instance is IFreezableInstance)
+                    {
+                        _connector.Register(record.SandboxId, net); // frozen: its agent answers once thawed
+                    }
+                    else if (instance is not null)
                     {
                         _connector.Register(record.SandboxId, net);
                         using var health = new CancellationTokenSource(TimeSpan.FromSeconds(5));
@@ -1077,6 +1187,15 @@ internal sealed class SandboxManager : IAsyncDisposable
 
                     instance = null;
                 }
+            }
+
+            if (instance is not null && record.State == SandboxState.Paused && instance is IFreezableInstance)
+            {
+                // A container frozen in place outlived airlockd: it stays paused, frozen, and is ours again.
+                _live[record.SandboxId] = new LiveSandbox(record with { HostPid = instance.HostPid }, instance) { Frozen = true };
+                adopted.Add(record.SandboxId);
+                actions.Add($"sandbox {record.SandboxId}: re-adopted frozen (pid {instance.HostPid})");
+                continue;
             }
 
             if (instance is not null)
@@ -1218,6 +1337,20 @@ internal sealed class SandboxManager : IAsyncDisposable
             return;
         }
 
+        // A frozen container would die with airlockd: keep what can be kept (its files) as a pause to disk.
+        foreach (var frozen in all.Where(l => l.Frozen && !l.Ending))
+        {
+            try
+            {
+                await PauseLiveAsync(frozen, "airlockd shutdown while frozen", cancellationToken);
+            }
+            catch (Exception ex) when (ex is not OperationCanceledException)
+            {
+                ServerLog.Unexpected(_logger, ex, "pause to disk of a frozen sandbox at shutdown; killing it");
+            }
+        }
+
+        all = _live.Values.ToList();
         await Task.WhenAll(all.Select(live => EndAsync(live, SandboxState.Killed, "airlockd shutdown", AuditKinds.Kill, cancellationToken)));
         ServerLog.Shutdown(_logger, all.Count, "killed");
     }
