@@ -186,3 +186,23 @@ public sealed class ContainerTests(ContainerHarness harness) : IClassFixture<Con
         _ => throw new ArgumentOutOfRangeException(nameof(name), name, "add its number"),
     };
 }
+
+[Trait("Category", "Integration")]
+public sealed class ContainerWithoutUserNamespaceTests(ContainerWithoutUserNamespaceHarness harness) : IClassFixture<ContainerWithoutUserNamespaceHarness>
+{
+    [Fact]
+    public async Task Without_a_user_namespace_the_report_says_so_and_root_still_has_only_the_documented_set()
+    {
+        var availability = await harness.Driver.ProbeAsync(CancellationToken.None);
+        Assert.True(availability.Available, availability.Detail);
+        Assert.Contains("userns no (turned off by configuration)", availability.Detail, StringComparison.Ordinal);
+        await using var sandbox = await harness.StartAsync();
+        Assert.False(sandbox.Instance.Report.UserNamespace);
+        var (stdout, _, _) = await sandbox.RunAsRootAsync("cat /proc/self/uid_map; grep -E '^(CapEff|Seccomp|NoNewPrivs):' /proc/self/status; echo x > /proc/sys/kernel/core_pattern 2>&1 || echo refused");
+        Assert.Matches(@"^\s+0\s+0\s+4294967295", stdout);
+        Assert.Contains("CapEff:\t00000000000004fb", stdout, StringComparison.Ordinal);
+        Assert.Contains("Seccomp:\t2", stdout, StringComparison.Ordinal);
+        Assert.Contains("refused", stdout, StringComparison.Ordinal);
+        Assert.Equal("1000\n", (await sandbox.RunAsync("id -u")).Stdout);
+    }
+}

@@ -210,3 +210,9 @@ public sealed class ContainerHarness : Harness
 {
     protected override ISandboxDriver CreateDriver() => new Airlock.Boundaries.Container.RuncDriver(new Airlock.Boundaries.Container.RuncOptions { DataDir = DataDir });
 }
+
+/// <summary>The container boundary as on a kernel without usable user namespaces.</summary>
+public sealed class ContainerWithoutUserNamespaceHarness : Harness
+{
+    protected override ISandboxDriver CreateDriver() => new Airlock.Boundaries.Container.RuncDriver(new Airlock.Boundaries.Container.RuncOptions { DataDir = DataDir, UserNamespace = false });
+}

@@ -53,6 +53,7 @@ public sealed class RuncDriver : ISandboxDriver, IPausableDriver
     private DriverAvailability? _availability;
     private string _runtime = "runc";
     private string? _version;
+    private bool _userns = true;
     private (OciSeccomp Profile, string Description)? _seccomp;
 
     public RuncDriver(RuncOptions options)
@@ -121,41 +122,52 @@ public sealed class RuncDriver : ISandboxDriver, IPausableDriver
         }
 
         // Prove each runtime with the very configuration sandboxes get (user namespace, seccomp, cgroup limits, masked
-        // paths) on a throwaway root holding a static busybox; a runtime is offered only if that container runs.
+        // paths) on a throwaway root holding a static busybox; a runtime is offered only if that container runs. Only
+        // when no runtime can use a user namespace here is one offered without it, and every report then says so.
         var candidates = _options.Runtime == "auto" ? new[] { "crun", "runc" } : [_options.Runtime];
+        var versions = new Dictionary<string, string>(StringComparer.Ordinal);
         foreach (var runtime in candidates)
         {
             var version = await TryRunAsync(runtime, ["--version"], cancellationToken);
-            if (version is not { ExitCode: 0 })
+            if (version is { ExitCode: 0 })
             {
-                if (runtime == "crun")
+                versions[runtime] = version.StandardOutput.Split('\n')[0].Replace("runc version ", string.Empty, StringComparison.Ordinal).Replace("crun version ", string.Empty, StringComparison.Ordinal).Trim();
+            }
+            else if (runtime != "crun" || _options.Runtime == "crun")
+            {
+                missing.Add($"{runtime} (apt install {runtime})");
+            }
+        }
+
+        string? usernsProblem = null;
+        foreach (var userns in _options.UserNamespace == false ? new[] { false } : [true, false])
+        {
+            foreach (var runtime in candidates.Where(versions.ContainsKey))
+            {
+                _userns = userns;
+                var problem = await ProbeRuntimeAsync(runtime, cancellationToken);
+                if (problem is null)
                 {
-                    CrunStatus = null; // not installed: nothing to report
+                    _runtime = runtime;
+                    _version = versions[runtime];
+                    UserNamespaceProblem = userns ? null : usernsProblem ?? "turned off by configuration";
+                    return new DriverAvailability(Boundary, Name, true,
+                        $"{runtime} {_version}, cgroup {_cgroups.Mode}, seccomp {_seccomp.Value.Description}, userns {(userns ? "yes" : $"no ({UserNamespaceProblem})")}"
+                        + (CrunStatus is null ? "" : $"; {CrunStatus}"));
+                }
+
+                if (runtime == "crun" && userns)
+                {
+                    CrunStatus = $"crun refused here: {problem}";
+                }
+                else if (userns)
+                {
+                    usernsProblem ??= problem;
                 }
                 else
                 {
-                    missing.Add($"{runtime} (apt install {runtime})");
+                    missing.Add($"{runtime} cannot run Airlock's container configuration here: {usernsProblem ?? problem}");
                 }
-
-                continue;
-            }
-
-            var problem = await ProbeRuntimeAsync(runtime, cancellationToken);
-            if (problem is null)
-            {
-                _runtime = runtime;
-                _version = version.StandardOutput.Split('\n')[0].Replace("runc version ", string.Empty, StringComparison.Ordinal).Replace("crun version ", string.Empty, StringComparison.Ordinal).Trim();
-                return new DriverAvailability(Boundary, Name, true,
-                    $"{runtime} {_version}, cgroup {_cgroups.Mode}, seccomp {_seccomp.Value.Description}" + (CrunStatus is null ? "" : $"; {CrunStatus}"));
-            }
-
-            if (runtime == "crun")
-            {
-                CrunStatus = $"crun refused here: {problem}";
-            }
-            else
-            {
-                missing.Add($"{runtime} cannot run Airlock's container configuration here: {problem}");
             }
         }
 
@@ -166,6 +178,9 @@ public sealed class RuncDriver : ISandboxDriver, IPausableDriver
 
         return Unavailable(missing);
     }
+
+    /// <summary>Why containers run without a user namespace on this host (null: they run with one).</summary>
+    public string? UserNamespaceProblem { get; private set; }
 
     private DriverAvailability Unavailable(List<string> missing) =>
         new(Boundary, Name, false, "the container boundary needs: " + string.Join("; ", missing)) { Missing = missing };
@@ -205,7 +220,7 @@ public sealed class RuncDriver : ISandboxDriver, IPausableDriver
 
             var limits = new SandboxLimits { MemoryMiB = 64, Pids = 16 };
             var cgroupsPath = $"/airlock/{id}";
-            var spec = BuildSpec(rootfs, ["/bin/busybox", "true"], [], "probe", $"/run/netns/{netns}", idBase, limits, cgroupsPath, mountAgent: false);
+            var spec = BuildSpec(rootfs, ["/bin/busybox", "true"], [], "probe", $"/run/netns/{netns}", _userns ? idBase : null, limits, cgroupsPath, mountAgent: false);
             var bundle = Path.Combine(dir, "bundle");
             Directory.CreateDirectory(bundle);
             await File.WriteAllBytesAsync(Path.Combine(bundle, "config.json"), JsonSerializer.SerializeToUtf8Bytes(spec, OciJsonContext.Default.OciSpec), cancellationToken);
@@ -258,7 +273,7 @@ public sealed class RuncDriver : ISandboxDriver, IPausableDriver
             throw new InvalidOperationException($"the guest agent '{launch.GuestAgentPath}' does not exist");
         }
 
-        var idBase = IdBase(launch.Network.Index);
+        uint? idBase = _userns ? IdBase(launch.Network.Index) : null;
         try
         {
             Directory.CreateDirectory(launch.StateDir);
@@ -270,13 +285,18 @@ public sealed class RuncDriver : ISandboxDriver, IPausableDriver
             if (resumed)
             {
                 // The sandbox's id range follows its network slot, which a resume may change: shift what it wrote.
-                ShiftOwnership(launch.StateDir, idBase);
+                ShiftOwnership(launch.StateDir, idBase ?? 0);
             }
 
-            await File.WriteAllTextAsync(Path.Combine(launch.StateDir, "idbase"), idBase.ToString(CultureInfo.InvariantCulture), cancellationToken);
-            PrepareUpper(WritableLayer.Upper(launch.StateDir), idBase);
+            await File.WriteAllTextAsync(Path.Combine(launch.StateDir, "idbase"), (idBase ?? 0).ToString(CultureInfo.InvariantCulture), cancellationToken);
+            PrepareUpper(WritableLayer.Upper(launch.StateDir), idBase ?? 0);
 
             var cgroupsPath = $"/airlock/{launch.SandboxId}";
+            if (!SwapAccounted() && File.ReadLines("/proc/swaps").Skip(1).Any())
+            {
+                throw new InvalidOperationException("a limit could not be applied, so the sandbox does not start: swap (the host has swap but its cgroups cannot account it: no memory.memsw.limit_in_bytes / memory.swap.max; boot with swapaccount=1)");
+            }
+
             try
             {
                 _cgroups.Create(launch.SandboxId, launch.Limits);
@@ -329,7 +349,7 @@ public sealed class RuncDriver : ISandboxDriver, IPausableDriver
                 Kernel = File.ReadAllText("/proc/sys/kernel/osrelease").Trim(),
                 Seccomp = _seccomp!.Value.Description,
                 Cgroup = _cgroups.IsV2 ? "v2" : "v1",
-                UserNamespace = true,
+                UserNamespace = _userns,
                 Limits = launch.Limits,
                 Network = $"netns {launch.Network.Namespace}: {launch.Network.SandboxAddress} linked to host {launch.Network.HostAddress}; no route out",
                 StartedFrom = resumed
@@ -460,7 +480,7 @@ public sealed class RuncDriver : ISandboxDriver, IPausableDriver
     private uint IdBase(int index) => _options.IdBase + (uint)index * _options.IdsPerSandbox;
 
     private OciSpec BuildSpec(
-        string rootfs, IReadOnlyList<string> args, IReadOnlyList<string> env, string hostname, string netnsPath, uint idBase,
+        string rootfs, IReadOnlyList<string> args, IReadOnlyList<string> env, string hostname, string netnsPath, uint? idBase,
         SandboxLimits limits, string cgroupsPath, bool mountAgent, string? agentPath = null)
     {
         var memory = (long)limits.MemoryMiB * 1024 * 1024;
@@ -502,9 +522,11 @@ public sealed class RuncDriver : ISandboxDriver, IPausableDriver
             Mounts = mounts,
             Linux = new OciLinux
             {
-                UidMappings = [new(0, idBase, _options.IdsPerSandbox)],
-                GidMappings = [new(0, idBase, _options.IdsPerSandbox)],
-                Namespaces = [new("pid"), new("ipc"), new("uts"), new("mount"), new("cgroup"), new("user"), new("network", netnsPath)],
+                UidMappings = idBase is { } uidBase ? [new(0, uidBase, _options.IdsPerSandbox)] : null,
+                GidMappings = idBase is { } gidBase ? [new(0, gidBase, _options.IdsPerSandbox)] : null,
+                Namespaces = idBase is null
+                    ? [new("pid"), new("ipc"), new("uts"), new("mount"), new("cgroup"), new("network", netnsPath)]
+                    : [new("pid"), new("ipc"), new("uts"), new("mount"), new("cgroup"), new("user"), new("network", netnsPath)],
                 CgroupsPath = cgroupsPath,
                 Resources = new OciResources
                 {

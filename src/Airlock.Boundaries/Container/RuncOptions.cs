@@ -22,6 +22,12 @@ public sealed record RuncOptions
 
     public uint IdsPerSandbox { get; init; } = 65536;
 
+    /// <summary>
+    /// null (default): a user namespace wherever the kernel and runtime allow it, else none (and reports say so);
+    /// false: never (root in the container is host root, limited by capabilities and seccomp only).
+    /// </summary>
+    public bool? UserNamespace { get; init; }
+
     public string CgroupRoot { get; init; } = "/sys/fs/cgroup";
 
     /// <summary>A static init that reaps orphans as the container's pid 1 (Debian's tini-static).</summary>
