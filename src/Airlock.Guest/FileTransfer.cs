@@ -16,14 +16,27 @@ internal sealed class FileTransfer(AgentOptions options, Users users, Entries en
         {
             var user = ResolveUser(context);
             var path = Paths.Resolve(context.Request.Query["path"].ToString(), user);
-            if (!File.Exists(path))
+            // Opened as the user, so its permissions decide; the open handle is then read on any thread.
+            var file = FilesystemService.Guard(() => users.As(user, () =>
             {
-                throw Directory.Exists(path)
-                    ? new ConnectException(ConnectCodes.InvalidArgument, $"'{path}' is a directory")
-                    : new ConnectException(ConnectCodes.NotFound, $"'{path}' does not exist");
-            }
+                if (Directory.Exists(path))
+                {
+                    throw new ConnectException(ConnectCodes.InvalidArgument, $"'{path}' is a directory");
+                }
 
-            var file = FilesystemService.Guard(() => new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.ReadWrite, 1, FileOptions.Asynchronous | FileOptions.SequentialScan));
+                try
+                {
+                    return new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.ReadWrite, 1, FileOptions.Asynchronous | FileOptions.SequentialScan);
+                }
+                catch (Exception e) when (e is FileNotFoundException or DirectoryNotFoundException)
+                {
+                    throw new ConnectException(ConnectCodes.NotFound, $"'{path}' does not exist");
+                }
+                catch (UnauthorizedAccessException)
+                {
+                    throw new ConnectException(ConnectCodes.PermissionDenied, $"user '{user.Name}' may not read '{path}'");
+                }
+            }));
             await using (file)
             {
                 context.Response.StatusCode = StatusCodes.Status200OK;
@@ -149,22 +162,33 @@ internal sealed class FileTransfer(AgentOptions options, Users users, Entries en
 
     /// <summary>
     /// Writes a file through a temporary sibling renamed into place, so a failed upload never leaves half a file and a
-    /// symlink at the destination is replaced, not written through.
+    /// symlink at the destination is replaced, not written through. Every path-based step runs as the user (see
+    /// <see cref="Users.As{T}"/>), so the new file is the user's and a directory the user may not write is refused.
     /// </summary>
     private async Task<string> WriteAsync(string path, Stream content, UserAccount user, CancellationToken cancellationToken)
     {
-        if (entries.IsDirectory(path))
-        {
-            throw new ConnectException(ConnectCodes.InvalidArgument, $"'{path}' is a directory");
-        }
-
         var directory = Path.GetDirectoryName(path) ?? "/";
-        FilesystemService.Guard(() => filesystem.CreateDirectories(directory, user));
-
         var temporary = Path.Combine(directory, $".{Path.GetFileName(path)}.airlock-{Guid.NewGuid():N}");
+        var file = FilesystemService.Guard(() => users.As(user, () =>
+        {
+            if (entries.IsDirectory(path))
+            {
+                throw new ConnectException(ConnectCodes.InvalidArgument, $"'{path}' is a directory");
+            }
+
+            try
+            {
+                filesystem.CreateDirectories(directory);
+                return new FileStream(temporary, FileMode.CreateNew, FileAccess.Write, FileShare.None, 1, FileOptions.Asynchronous);
+            }
+            catch (UnauthorizedAccessException)
+            {
+                throw new ConnectException(ConnectCodes.PermissionDenied, $"user '{user.Name}' may not write '{path}'");
+            }
+        }));
+        var moved = false;
         try
         {
-            var file = FilesystemService.Guard(() => new FileStream(temporary, FileMode.CreateNew, FileAccess.Write, FileShare.None, 1, FileOptions.Asynchronous));
             await using (file)
             {
                 try
@@ -177,13 +201,26 @@ internal sealed class FileTransfer(AgentOptions options, Users users, Entries en
                 }
             }
 
-            users.GiveTo(temporary, user);
-            FilesystemService.Guard(() => File.Move(temporary, path, overwrite: true));
+            FilesystemService.Guard(() => users.As(user, () =>
+            {
+                try
+                {
+                    File.Move(temporary, path, overwrite: true);
+                    moved = true;
+                }
+                catch (UnauthorizedAccessException)
+                {
+                    throw new ConnectException(ConnectCodes.PermissionDenied, $"user '{user.Name}' may not replace '{path}'");
+                }
+            }));
             return path;
         }
         finally
         {
-            File.Delete(temporary);
+            if (!moved)
+            {
+                users.As(user, () => File.Delete(temporary));
+            }
         }
     }
 

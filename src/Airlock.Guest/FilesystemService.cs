@@ -1,3 +1,4 @@
+using System.Runtime.InteropServices;
 using Airlock.Envd.Connect;
 using Airlock.Envd.Protocol.Filesystem;
 using Google.Protobuf;
@@ -27,8 +28,9 @@ internal sealed class FilesystemService(AgentOptions options, Users users, Entri
         where TRequest : IMessage<TRequest>, new() =>
         ConnectRpc.UnaryAsync(context, parser, (request, _) =>
         {
+            // The whole handler runs as the user, so every lookup, check and change is subject to its permissions.
             var user = users.Resolve(ConnectRpc.User(context), options.DefaultUser);
-            return ValueTask.FromResult(Guard(() => handler(request, user)));
+            return ValueTask.FromResult(Guard(() => users.As(user, () => handler(request, user))));
         });
 
     /// <summary>Turns file-system exceptions into Connect errors with the path in the message.</summary>
@@ -60,6 +62,11 @@ internal sealed class FilesystemService(AgentOptions options, Users users, Entri
         catch (IOException e) when ((e.HResult & 0xFFFF) == 28)
         {
             throw new ConnectException(ConnectCodes.ResourceExhausted, "no space left on the sandbox's disk");
+        }
+        catch (IOException e) when (e.HResult is Errno.EPERM or Errno.EACCES)
+        {
+            // On Unix .NET reports a refused directory rename as an IOException (Windows' wording) carrying the errno.
+            throw new ConnectException(ConnectCodes.PermissionDenied, e.Message);
         }
         catch (IOException e)
         {
@@ -94,7 +101,15 @@ internal sealed class FilesystemService(AgentOptions options, Users users, Entri
             response.Entries.Add(entry);
             if (entry.Type == FileType.Directory && depth < maxDepth)
             {
-                Walk(path, depth + 1, maxDepth, response);
+                try
+                {
+                    Walk(path, depth + 1, maxDepth, response);
+                }
+                catch (Exception e) when (e is UnauthorizedAccessException or ConnectException { Code: ConnectCodes.PermissionDenied })
+                {
+                    // A subdirectory the user may not read is listed but not entered, like `ls -R` carrying on past
+                    // one; the directory asked for itself must be readable (that failure is the caller's).
+                }
             }
         }
     }
@@ -107,12 +122,15 @@ internal sealed class FilesystemService(AgentOptions options, Users users, Entri
             throw new ConnectException(ConnectCodes.AlreadyExists, $"'{path}' already exists");
         }
 
-        CreateDirectories(path, user);
+        CreateDirectories(path);
         return new MakeDirResponse { Entry = entries.Describe(path) };
     }
 
-    /// <summary>Creates a directory and any missing parents, each owned by the user the request acts for.</summary>
-    internal void CreateDirectories(string path, UserAccount user)
+    /// <summary>
+    /// Creates a directory and any missing parents. Called inside <see cref="Users.As{T}"/>, so each is made by, and
+    /// owned by, the user the request acts for.
+    /// </summary>
+    internal void CreateDirectories(string path)
     {
         var missing = new Stack<string>();
         for (var p = path; !string.IsNullOrEmpty(p) && !Directory.Exists(p); p = Path.GetDirectoryName(p))
@@ -128,7 +146,6 @@ internal sealed class FilesystemService(AgentOptions options, Users users, Entri
         while (missing.TryPop(out var p))
         {
             Directory.CreateDirectory(p);
-            users.GiveTo(p, user);
         }
     }
 
@@ -148,19 +165,58 @@ internal sealed class FilesystemService(AgentOptions options, Users users, Entri
 
         if (Path.GetDirectoryName(destination) is { } parent)
         {
-            CreateDirectories(parent, user);
+            CreateDirectories(parent);
         }
 
-        if (entries.IsDirectory(source))
-        {
-            Directory.Move(source, destination);
-        }
-        else
-        {
-            File.Move(source, destination);
-        }
-
+        Rename(source, destination, entries.IsDirectory(source));
         return new MoveResponse { Entry = entries.Describe(destination) };
+    }
+
+    /// <summary>
+    /// rename(2) that never replaces what is at <paramref name="destination"/>. Not <c>File.Move</c>: on Unix it links
+    /// and unlinks, and when the link is refused it copies and then deletes, leaving the copy behind when the delete
+    /// is refused too (a user moving a file out of a directory it may not write).
+    /// </summary>
+    private static void Rename(string source, string destination, bool isDirectory)
+    {
+        const int AtFdCwd = -100;
+        const uint RenameNoReplace = 1;
+        if (NativeMethods.renameat2(AtFdCwd, source, AtFdCwd, destination, RenameNoReplace) == 0)
+        {
+            return;
+        }
+
+        var errno = Marshal.GetLastPInvokeError();
+        if (errno == Errno.EINVAL && NativeMethods.rename(source, destination) == 0)
+        {
+            return; // a file system without RENAME_NOREPLACE; the caller found the destination free
+        }
+
+        errno = errno == Errno.EINVAL ? Marshal.GetLastPInvokeError() : errno;
+        if (errno == Errno.EXDEV && !isDirectory)
+        {
+            // Another file system: copy, then delete the source, and take the copy back if the source must stay.
+            File.Copy(source, destination, overwrite: false);
+            try
+            {
+                File.Delete(source);
+            }
+            catch
+            {
+                File.Delete(destination);
+                throw;
+            }
+
+            return;
+        }
+
+        throw errno switch
+        {
+            Errno.EEXIST => new ConnectException(ConnectCodes.AlreadyExists, $"'{destination}' already exists"),
+            Errno.ENOENT => new ConnectException(ConnectCodes.NotFound, $"'{source}' does not exist"),
+            Errno.EPERM or Errno.EACCES => new UnauthorizedAccessException($"Access to the path '{source}' or '{destination}' is denied."),
+            _ => new IOException($"cannot move '{source}' to '{destination}': {Marshal.GetPInvokeErrorMessage(errno)}", errno),
+        };
     }
 
     private RemoveResponse Remove(RemoveRequest request, UserAccount user)
@@ -173,7 +229,7 @@ internal sealed class FilesystemService(AgentOptions options, Users users, Entri
 
         if (entries.IsDirectory(path))
         {
-            Directory.Delete(path, recursive: true);
+            DeleteTree(path);
         }
         else
         {
@@ -181,5 +237,33 @@ internal sealed class FilesystemService(AgentOptions options, Users users, Entri
         }
 
         return new RemoveResponse();
+    }
+
+    /// <summary>
+    /// Deletes a directory and everything in it, never following a symlink. Not <c>Directory.Delete(recursive)</c>: on
+    /// Unix it reports a refused rmdir as a bare IOException without the errno, so a permission failure would read as
+    /// any other.
+    /// </summary>
+    private void DeleteTree(string directory)
+    {
+        foreach (var path in Directory.EnumerateFileSystemEntries(directory).ToList())
+        {
+            if (entries.IsDirectory(path))
+            {
+                DeleteTree(path);
+            }
+            else
+            {
+                File.Delete(path);
+            }
+        }
+
+        // ENOENT: removed under us, which is the outcome asked for.
+        if (NativeMethods.rmdir(directory) != 0 && Marshal.GetLastPInvokeError() is var errno and not Errno.ENOENT)
+        {
+            throw errno is Errno.EPERM or Errno.EACCES
+                ? new UnauthorizedAccessException($"Access to the path '{directory}' is denied.")
+                : new IOException($"cannot remove '{directory}': {Marshal.GetPInvokeErrorMessage(errno)}", errno);
+        }
     }
 }

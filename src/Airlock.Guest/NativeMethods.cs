@@ -13,9 +13,35 @@ internal static partial class NativeMethods
     [LibraryImport("libc", SetLastError = true)]
     internal static partial int kill(int pid, int signal);
 
-    /// <summary>https://man7.org/linux/man-pages/man2/lchown.2.html</summary>
+    /// <summary>
+    /// https://man7.org/linux/man-pages/man2/setfsuid.2.html — changes only the calling thread's file-system uid and
+    /// answers the previous one.
+    /// </summary>
+    [LibraryImport("libc")]
+    internal static partial int setfsuid(uint fsuid);
+
+    /// <summary>https://man7.org/linux/man-pages/man2/setfsgid.2.html — per thread, like <see cref="setfsuid"/>.</summary>
+    [LibraryImport("libc")]
+    internal static partial int setfsgid(uint fsgid);
+
+    /// <summary>
+    /// https://man7.org/linux/man-pages/man2/syscall.2.html — for the raw per-thread <c>setgroups</c>; glibc's wrapper
+    /// (https://man7.org/linux/man-pages/man2/setgroups.2.html) applies it to every thread of the process.
+    /// </summary>
+    [LibraryImport("libc", SetLastError = true)]
+    internal static unsafe partial nint syscall(nint number, nint arg1, uint* arg2);
+
+    /// <summary>https://man7.org/linux/man-pages/man2/rename.2.html</summary>
     [LibraryImport("libc", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
-    internal static partial int lchown(string path, uint owner, uint group);
+    internal static partial int rename(string oldPath, string newPath);
+
+    /// <summary>https://man7.org/linux/man-pages/man2/renameat2.2.html (glibc 2.28+)</summary>
+    [LibraryImport("libc", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
+    internal static partial int renameat2(int oldDirectory, string oldPath, int newDirectory, string newPath, uint flags);
+
+    /// <summary>https://man7.org/linux/man-pages/man2/rmdir.2.html</summary>
+    [LibraryImport("libc", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
+    internal static partial int rmdir(string path);
 
     /// <summary>https://man7.org/linux/man-pages/man2/lstat.2.html — fills a <c>struct stat</c> (see <see cref="Entries"/>).</summary>
     [LibraryImport("libc", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
@@ -43,4 +69,15 @@ internal static partial class NativeMethods
         public long Seconds;
         public long Nanoseconds;
     }
+}
+
+/// <summary>The errno values the agent tells apart (https://man7.org/linux/man-pages/man3/errno.3.html).</summary>
+internal static class Errno
+{
+    public const int EPERM = 1;
+    public const int ENOENT = 2;
+    public const int EACCES = 13;
+    public const int EEXIST = 17;
+    public const int EXDEV = 18;
+    public const int EINVAL = 22;
 }

@@ -34,9 +34,9 @@ internal sealed partial class ProcessTable(AgentOptions options, AgentState stat
 
         var account = users.Resolve(user, options.DefaultUser);
         var cwd = config.HasCwd && config.Cwd.Length > 0 ? Paths.Resolve(config.Cwd, account) : account.Home;
-        if (!Directory.Exists(cwd))
+        if (!users.As(account, () => Directory.Exists(cwd)))
         {
-            throw new ConnectException(ConnectCodes.InvalidArgument, $"working directory '{cwd}' does not exist");
+            throw new ConnectException(ConnectCodes.InvalidArgument, $"working directory '{cwd}' does not exist or user '{account.Name}' may not reach it");
         }
 
         // setsid puts the command in its own session and process group (so a signal reaches everything it started)

@@ -5,7 +5,7 @@ internal sealed record UserAccount(string Name, uint Uid, uint Gid, string Home)
 
 /// <summary>
 /// Resolves users inside the sandbox. The agent runs either as the sandbox user (process and container boundaries:
-/// it cannot switch) or as root (microVM: it switches to the requested user for every command and file).
+/// it cannot switch) or as root (microVM: it switches to the requested user for every command and every file operation).
 /// </summary>
 internal sealed class Users
 {
@@ -65,13 +65,39 @@ internal sealed class Users
         return gid.ToString(System.Globalization.CultureInfo.InvariantCulture);
     }
 
-    /// <summary>Gives a file the agent created to the account it acted for (only when the agent runs as root).</summary>
-    public void GiveTo(string path, UserAccount account)
+    /// <summary>
+    /// Runs path-based file-system work as <paramref name="account"/>: with its file-system uid, gid and supplementary
+    /// groups when the agent is root and acts for someone else (see <see cref="UserCredentials"/>), else directly.
+    /// What it creates is the account's, and what the account may not touch fails with <see cref="UnauthorizedAccessException"/>.
+    /// </summary>
+    public T As<T>(UserAccount account, Func<T> action) =>
+        CanSwitch && account.Uid != Self.Uid ? UserCredentials.Run(account, Groups(account), action) : action();
+
+    /// <inheritdoc cref="As{T}(UserAccount, Func{T})"/>
+    public void As(UserAccount account, Action action) => As(account, () =>
     {
-        if (CanSwitch && account.Uid != Self.Uid)
+        action();
+        return 0;
+    });
+
+    /// <summary>The account's primary group and every group in /etc/group that lists it, like <c>initgroups(3)</c>.</summary>
+    internal uint[] Groups(UserAccount account)
+    {
+        var groups = new List<uint> { account.Gid };
+        if (File.Exists(_groupPath))
         {
-            NativeMethods.lchown(path, account.Uid, account.Gid);
+            foreach (var line in File.ReadLines(_groupPath))
+            {
+                var f = line.Split(':');
+                if (f.Length >= 4 && uint.TryParse(f[2], out var gid) && !groups.Contains(gid)
+                    && f[3].Split(',', StringSplitOptions.TrimEntries).Contains(account.Name, StringComparer.Ordinal))
+                {
+                    groups.Add(gid);
+                }
+            }
         }
+
+        return [.. groups];
     }
 
     private UserAccount? Find(uint uid) => Read().FirstOrDefault(u => u.Uid == uid);

@@ -20,8 +20,17 @@ public sealed class AgentFixture : IAsyncLifetime
 
     public HttpClient Http { get; } = new() { Timeout = TimeSpan.FromSeconds(60) };
 
-    public EnvdClient Client(bool binary = false, string? token = null) =>
-        new(Http, new EnvdClientOptions { BaseAddress = BaseAddress, AccessToken = token ?? Token, UseBinaryFormat = binary });
+    /// <summary>A client; with <paramref name="user"/>, every call (files too) names that user, as E2B's SDKs do.</summary>
+    public EnvdClient Client(bool binary = false, string? token = null, string? user = null) =>
+        new(Http, new EnvdClientOptions
+        {
+            BaseAddress = BaseAddress,
+            AccessToken = token ?? Token,
+            UseBinaryFormat = binary,
+            Headers = user is null
+                ? new Dictionary<string, string>()
+                : new Dictionary<string, string> { ["Authorization"] = "Basic " + Convert.ToBase64String(System.Text.Encoding.UTF8.GetBytes(user + ":")) },
+        });
 
     public async Task InitializeAsync()
     {
