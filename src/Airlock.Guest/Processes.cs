@@ -51,10 +51,16 @@ internal sealed partial class ProcessTable(AgentOptions options, AgentState stat
         };
         if (account.Uid != users.Self.Uid)
         {
+            // The working directory is entered after the drop (env --chdir), so a user cannot start a command in a
+            // directory it could not cd into itself.
+            start.WorkingDirectory = "/";
             start.ArgumentList.Add("setpriv");
             start.ArgumentList.Add($"--reuid={account.Uid}");
             start.ArgumentList.Add($"--regid={account.Gid}");
             start.ArgumentList.Add("--init-groups");
+            start.ArgumentList.Add("--");
+            start.ArgumentList.Add("env");
+            start.ArgumentList.Add($"--chdir={cwd}");
             start.ArgumentList.Add("--");
         }
 
