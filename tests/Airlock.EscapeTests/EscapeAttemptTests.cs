@@ -8,9 +8,9 @@ namespace Airlock.EscapeTests;
 /// tabulated in docs/security.md. Bounded: every network attempt has a 2 s timeout and runs once per target.
 /// </summary>
 [Trait("Category", "Integration")]
-public sealed class EscapeAttemptTests(EscapeFixture fixture) : IClassFixture<EscapeFixture>
+public sealed partial class EscapeAttemptTests(EscapeFixture fixture) : IClassFixture<EscapeFixture>
 {
-    public static TheoryData<string> Boundaries => ["process", "microvm"];
+    public static TheoryData<string> Boundaries => new(EscapeFixture.BoundaryNames);
 
     private async Task<string> Attack(string boundary, string script)
     {
