@@ -94,7 +94,7 @@ public sealed partial class EscapeAttemptTests
                     err = e.errno
             print("filled", written, "MiB errno", errno.errorcode.get(err, err), flush=True)
             PY
-            echo {{End}}
+            [ $? -eq 0 ] && echo {{End}}
             """);
         var filled = System.Text.RegularExpressions.Regex.Match(output, @"filled (\d+) MiB errno (\w+)");
         Assert.True(filled.Success, output);
@@ -153,6 +153,7 @@ public sealed partial class EscapeAttemptTests
     private async Task<string> Attack(SandboxCreated sandbox, string script, CancellationToken cancellationToken = default)
     {
         var (_, stdout, stderr) = await fixture.Host.RunAsync(sandbox, script, cancellationToken);
+        log.WriteLine($"--- {sandbox.Boundary.Boundary} {sandbox.SandboxId}:\n{stdout}{stderr}");
         return stdout + stderr;
     }
 

@@ -48,14 +48,18 @@ public sealed partial class EscapeAttemptTests
             python3 - <<'PY'
             import glob, os, time
             links = sorted(set(["/proc/self/exe"] + glob.glob("/proc/[0-9]*/exe")), key=lambda l: (len(l), l))
+            errnos = {}
             for link in links:
                 for mode, flags in (("wronly", os.O_WRONLY), ("rdwr", os.O_RDWR), ("append", os.O_WRONLY | os.O_APPEND)):
                     try:
                         fd = os.open(link, flags)
                     except OSError as e:
-                        print("refused", link, mode, e.errno)
+                        errnos[e.errno] = errnos.get(e.errno, 0) + 1
+                        if link in ("/proc/self/exe", "/proc/1/exe"):
+                            print("refused", link, mode, e.errno)
                     else:
                         print("OPENED", link, mode); os.close(fd)
+            print("refused opens by errno", errnos)
             held = 0
             deadline = time.time() + 20
             for link in links:
@@ -74,7 +78,7 @@ public sealed partial class EscapeAttemptTests
                 os.close(handle)
             print("links", len(links), "handles", held)
             PY
-            echo {{End}}
+            [ $? -eq 0 ] && echo {{End}}
             """);
         Assert.Contains(End, output, StringComparison.Ordinal);
         Assert.DoesNotContain("OPENED", output, StringComparison.Ordinal);
@@ -153,7 +157,7 @@ public sealed partial class EscapeAttemptTests
             try
             {
                 using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(30));
-                await foreach (var o in envd.StartAsync(new ProcessSpec { Command = "/bin/sh", Args = ["-c", $"pwd; ls ../../.. ..; cat ../../../{secretRelative} {secretRelative}; echo {End}"], Cwd = cwd }, cts.Token))
+                await foreach (var o in envd.StartAsync(new ProcessSpec { Command = "/bin/sh", Args = ["-c", $"pwd; ls ../../.. ..; cat ../../../{secretRelative} {secretRelative} 2>/dev/null; echo {End}"], Cwd = cwd }, cts.Token))
                 {
                     switch (o)
                     {
@@ -162,11 +166,13 @@ public sealed partial class EscapeAttemptTests
                     }
                 }
             }
-            catch (EnvdException)
+            catch (EnvdException e)
             {
+                log.WriteLine($"--- {boundary} cwd {cwd}: refused ({e.Code})");
                 continue; // the agent refused that working directory: fine
             }
 
+            log.WriteLine($"--- {boundary} cwd {cwd}:\n{text}");
             started += text.ToString().Contains(End, StringComparison.Ordinal) ? 1 : 0;
             Assert.DoesNotContain(fixture.Secret, text.ToString(), StringComparison.Ordinal);
             Assert.DoesNotContain(secretDirName, text.ToString(), StringComparison.Ordinal);
@@ -256,6 +262,36 @@ public sealed partial class EscapeAttemptTests
             // The agent acts as the sandbox's unprivileged user: the sandbox's own /etc is out of its reach too.
             Assert.Contains("No such file", inside, StringComparison.Ordinal);
         }
+    }
+
+    [Theory(Timeout = 120_000)]
+    [MemberData(nameof(Boundaries))]
+    public async Task File_uploads_carry_only_the_sandbox_users_rights_inside_the_sandbox(string boundary)
+    {
+        // The planted symlink one level in: the file API must not write where the sandbox's own user may not, or a
+        // user inside turns the caller's upload into a write as the agent (a confused deputy, CVE-2021-30465's shape).
+        // KNOWN HOLE (microvm, guest-local, found by this test): the guest agent runs as the guest's root and writes as
+        // root, chowning afterwards, so an upload to ~/deputy/etc/x with deputy/etc -> /etc creates /etc/x in the guest:
+        // the user inside becomes guest root (/etc/sudoers.d, /etc/passwd). Not a host escape — the host sees only the
+        // VM's disk image — but it voids the guest's user/root split until the agent does file work with the user's
+        // fsuid. In the process boundary the agent itself is the unprivileged sandbox user, so the kernel refuses.
+        var envd = fixture.Host.Envd(fixture.Sandboxes[boundary]);
+        var probe = "airlock-deputy-" + Convert.ToHexStringLower(System.Security.Cryptography.RandomNumberGenerator.GetBytes(4));
+        var setup = await Attack(boundary, $$"""
+            cd ~ && rm -rf deputy && mkdir deputy && ln -s /etc deputy/etc && ln -s /root deputy/root
+            (echo x > /etc/{{probe}}) 2>/dev/null && echo "USER-WROTE-ETC" || echo "user alone cannot write /etc"
+            echo {{End}}
+            """);
+        Assert.Contains("user alone cannot write /etc", setup, StringComparison.Ordinal);
+        var outcomes = new[] { await UploadAsync(envd, $"~/deputy/etc/{probe}", probe), await UploadAsync(envd, $"~/deputy/root/{probe}", probe) };
+        var check = await Attack(boundary, $$"""
+            for f in /etc/{{probe}} /root/{{probe}}; do if [ -e "$f" ] || sudo -n test -e "$f" 2>/dev/null; then echo "WRITTEN-AS-AGENT $f"; fi; done
+            ls -la /etc/{{probe}} 2>&1; echo uploads {{string.Join(' ', outcomes)}}
+            echo {{End}}
+            """);
+        Assert.Contains(End, check, StringComparison.Ordinal);
+        Assert.DoesNotContain("WRITTEN-AS-AGENT /etc/", check, StringComparison.Ordinal);
+        Assert.All(outcomes, o => Assert.NotEqual("written", o));
     }
 
     /// <summary>Uploads one small file; returns "written" or the agent's error code.</summary>
