@@ -18,7 +18,7 @@ public sealed partial class EscapeAttemptTests
 
     private const long SlackMiB = 512;
 
-    [Theory(Timeout = 240_000)]
+    [Theory(Timeout = 300_000)]
     [MemberData(nameof(Boundaries))]
     public async Task A_fork_bomb_is_contained(string boundary)
     {
@@ -170,15 +170,17 @@ public sealed partial class EscapeAttemptTests
         Assert.True(list.IsSuccessStatusCode, $"airlockd's sandbox list answered {(int)list.StatusCode}");
         Assert.Contains("alive", await Attack(other, "echo alive", cts.Token), StringComparison.Ordinal);
         Assert.True(watch.Elapsed < Responsive, $"the neighbour took {watch.Elapsed}");
+        log.WriteLine($"--- airlockd and the neighbour answered in {watch.ElapsedMilliseconds} ms");
     }
 
     /// <summary>
-    /// True when the bombed sandbox runs a command again within 90 s; false when it ended and airlockd says why. A
-    /// sandbox that neither answers nor has ended fails the test: its state would be a lie.
+    /// True when the bombed sandbox runs a command again within 150 s; false when it ended and airlockd says why. A
+    /// sandbox that neither answers nor has ended by then fails the test: its "running" would be a lie. (A microVM
+    /// whose guest a fork bomb drove out of memory answers nothing for ~90 s until its init dies and it powers off.)
     /// </summary>
     private async Task<bool> WorksOrEndedHonestlyAsync(SandboxCreated sandbox)
     {
-        var until = DateTime.UtcNow + TimeSpan.FromSeconds(90);
+        var until = DateTime.UtcNow + TimeSpan.FromSeconds(150);
         while (DateTime.UtcNow < until)
         {
             try
