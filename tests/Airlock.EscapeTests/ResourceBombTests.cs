@@ -2,6 +2,7 @@ using System.Diagnostics;
 using System.Globalization;
 using System.Net.Http.Json;
 using Airlock.Core.Api;
+using Airlock.Testing;
 
 namespace Airlock.EscapeTests;
 
@@ -23,7 +24,10 @@ public sealed partial class EscapeAttemptTests
     public async Task A_fork_bomb_is_contained(string boundary)
     {
         var (output, _, survived) = await BombAsync(boundary, fillsDisk: false, $$"""
-            timeout -s KILL 20 bash -c 'bomb() { bomb | bomb & }; bomb' 2>/dev/null
+            rm -f /tmp/bomb.fifo; mkfifo /tmp/bomb.fifo
+            # Every copy stops forking after 20 s; the parent waits on a fifo (a builtin read: no fork needed) until
+            # timeout kills the whole process group at 25 s, stragglers included.
+            timeout -s KILL 25 bash -c 'exec 3<>/tmp/bomb.fifo; end=$((SECONDS + 20)); bomb() { [ $SECONDS -lt $end ] && { bomb | bomb & }; }; bomb; read -t 60 -u 3' 2>/dev/null
             echo "bomb exit $?"
             sleep 2; echo "processes after $(ls -d /proc/[0-9]* | wc -l)"
             echo {{End}}
@@ -120,6 +124,7 @@ public sealed partial class EscapeAttemptTests
         var other = fixture.Sandboxes.First(s => s.Key != boundary).Value;
         var freeBefore = new DriveInfo(fixture.Host.DataDir).AvailableFreeSpace;
         var sandbox = await fixture.NewSandboxAsync(boundary, 240);
+        (string Output, long DiskDroppedMiB, bool Survived) result;
         try
         {
             Assert.Contains("ready", await Attack(sandbox, "echo ready"), StringComparison.Ordinal);
@@ -145,12 +150,23 @@ public sealed partial class EscapeAttemptTests
             var survived = await WorksOrEndedHonestlyAsync(sandbox);
             Assert.True(!survived || output.Contains(End, StringComparison.Ordinal), output); // a sandbox that lives finished its bomb
             Assert.True(fillsDisk || droppedMiB <= SlackMiB, $"the host's free disk space dropped by {droppedMiB} MiB: {output}");
-            return (output, droppedMiB, survived);
+            result = (output, droppedMiB, survived);
         }
         finally
         {
             await fixture.Host.Http.DeleteAsync($"/sandboxes/{sandbox.SandboxId}");
         }
+
+        // Deleting the bombed sandbox leaves nothing behind: no process, cgroup, namespace or mount.
+        var leftovers = Leftovers.Find([sandbox.SandboxId], fixture.Host.DataDir);
+        for (var i = 0; i < 20 && leftovers.Count > 0; i++)
+        {
+            await Task.Delay(500);
+            leftovers = Leftovers.Find([sandbox.SandboxId], fixture.Host.DataDir);
+        }
+
+        Assert.Empty(leftovers);
+        return result;
     }
 
     private async Task<string> Attack(SandboxCreated sandbox, string script, CancellationToken cancellationToken = default)
