@@ -46,6 +46,19 @@ public sealed class EscapeFixture : IAsyncLifetime
 
     public async Task InitializeAsync()
     {
+        try
+        {
+            await StartAsync();
+        }
+        catch
+        {
+            await DisposeAsync(); // the target namespace and its server would outlive a failed start
+            throw;
+        }
+    }
+
+    private async Task StartAsync()
+    {
         if (OperatingSystem.IsWindows())
         {
             throw new PlatformNotSupportedException("the escape suite runs on Linux");
@@ -210,13 +223,17 @@ public sealed class EscapeFixture : IAsyncLifetime
 
     public async Task DisposeAsync()
     {
-        foreach (var sandbox in Sandboxes.Values)
+        if (Host is not null)
         {
-            await Host.Http.DeleteAsync($"/sandboxes/{sandbox.SandboxId}");
+            foreach (var sandbox in Sandboxes.Values)
+            {
+                await Host.Http.DeleteAsync($"/sandboxes/{sandbox.SandboxId}");
+            }
+
+            await Host.DisposeAsync();
+            Host.DeleteDataDir();
         }
 
-        await Host.DisposeAsync();
-        Host.DeleteDataDir();
         foreach (var process in _processes)
         {
             process.Kill(entireProcessTree: true);
@@ -225,7 +242,10 @@ public sealed class EscapeFixture : IAsyncLifetime
 
         _loopback?.Stop();
         await Cli.Wrap("ip").WithArguments(["netns", "del", TargetNamespace]).WithValidation(CommandResultValidation.None).ExecuteAsync();
-        Directory.Delete(SecretDir, recursive: true);
+        if (Directory.Exists(SecretDir))
+        {
+            Directory.Delete(SecretDir, recursive: true);
+        }
     }
 
     private static string Quote(string s) => "\"" + s.Replace("\\", "\\\\", StringComparison.Ordinal).Replace("\"", "\\\"", StringComparison.Ordinal) + "\"";
