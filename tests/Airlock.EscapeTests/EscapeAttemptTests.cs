@@ -1,5 +1,6 @@
 using System.Globalization;
 using Airlock.Testing;
+using Xunit.Abstractions;
 
 namespace Airlock.EscapeTests;
 
@@ -8,13 +9,14 @@ namespace Airlock.EscapeTests;
 /// tabulated in docs/security.md. Bounded: every network attempt has a 2 s timeout and runs once per target.
 /// </summary>
 [Trait("Category", "Integration")]
-public sealed class EscapeAttemptTests(EscapeFixture fixture) : IClassFixture<EscapeFixture>
+public sealed partial class EscapeAttemptTests(EscapeFixture fixture, ITestOutputHelper log) : IClassFixture<EscapeFixture>
 {
-    public static TheoryData<string> Boundaries => ["process", "microvm"];
+    public static TheoryData<string> Boundaries => new(EscapeFixture.BoundaryNames);
 
     private async Task<string> Attack(string boundary, string script)
     {
         var (_, stdout, stderr) = await fixture.Host.RunAsync(fixture.Sandboxes[boundary], script);
+        log.WriteLine($"--- {boundary}:\n{stdout}{stderr}"); // what the probe saw, for docs/security.md
         return stdout + stderr;
     }
 

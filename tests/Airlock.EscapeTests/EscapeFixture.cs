@@ -16,6 +16,9 @@ namespace Airlock.EscapeTests;
 /// </summary>
 public sealed class EscapeFixture : IAsyncLifetime
 {
+    /// <summary>The boundaries under attack; each gets one shared sandbox. Adding "container" here adds it to every attack.</summary>
+    public static readonly IReadOnlyList<string> BoundaryNames = ["process", "microvm"];
+
     private readonly string _rand = Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(3));
     private readonly List<Process> _processes = [];
     private TcpListener? _loopback;
@@ -43,6 +46,19 @@ public sealed class EscapeFixture : IAsyncLifetime
 
     public async Task InitializeAsync()
     {
+        try
+        {
+            await StartAsync();
+        }
+        catch
+        {
+            await DisposeAsync(); // the target namespace and its server would outlive a failed start
+            throw;
+        }
+    }
+
+    private async Task StartAsync()
+    {
         if (OperatingSystem.IsWindows())
         {
             throw new PlatformNotSupportedException("the escape suite runs on Linux");
@@ -69,8 +85,80 @@ public sealed class EscapeFixture : IAsyncLifetime
 
         await StartTargetAsync();
         Host = await AirlockHost.StartAsync();
-        Sandboxes["process"] = await Host.CreateSandboxAsync(new NewSandboxRequest { TemplateId = "base", Risk = "low", Timeout = 900 });
-        Sandboxes["microvm"] = await Host.CreateSandboxAsync(new NewSandboxRequest { TemplateId = "base", Risk = "high", Timeout = 900 });
+        foreach (var boundary in BoundaryNames)
+        {
+            Sandboxes[boundary] = await NewSandboxAsync(boundary, 900);
+        }
+    }
+
+    /// <summary>A sandbox of exactly this boundary (a boundary named without a risk class is taken as asked).</summary>
+    public Task<SandboxCreated> NewSandboxAsync(string boundary, int timeoutSeconds, CancellationToken cancellationToken = default) =>
+        Host.CreateSandboxAsync(new NewSandboxRequest { TemplateId = "base", Boundary = boundary, Timeout = timeoutSeconds }, cancellationToken);
+
+    /// <summary>
+    /// The host processes that make up a sandbox: the runtime (bwrap, qemu, ...) whose command line names the sandbox,
+    /// and everything below it.
+    /// </summary>
+    public static IReadOnlyList<int> HostProcessesOf(string sandboxId)
+    {
+        var parents = new Dictionary<int, int>();
+        var roots = new List<int>();
+        foreach (var dir in Directory.EnumerateDirectories("/proc"))
+        {
+            if (!int.TryParse(Path.GetFileName(dir), out var pid) || pid == Environment.ProcessId)
+            {
+                continue;
+            }
+
+            try
+            {
+                var stat = File.ReadAllText(Path.Combine(dir, "stat"));
+                parents[pid] = int.Parse(stat[(stat.LastIndexOf(')') + 2)..].Split(' ')[1], System.Globalization.CultureInfo.InvariantCulture);
+                if (File.ReadAllText(Path.Combine(dir, "cmdline")).Contains(sandboxId, StringComparison.Ordinal))
+                {
+                    roots.Add(pid);
+                }
+            }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+            {
+                // the process ended while we looked
+            }
+        }
+
+        var found = new HashSet<int>(roots);
+        for (var grew = true; grew;)
+        {
+            grew = false;
+            foreach (var (pid, parent) in parents)
+            {
+                if (found.Contains(parent) && found.Add(pid))
+                {
+                    grew = true;
+                }
+            }
+        }
+
+        return [.. found.Order()];
+    }
+
+    /// <summary>SHA-256 of each file that exists (missing files hash to "missing"), to prove an attack changed nothing.</summary>
+    public static Dictionary<string, string> Hashes(IEnumerable<string> paths)
+    {
+        var hashes = new Dictionary<string, string>(StringComparer.Ordinal);
+        foreach (var path in paths.Distinct(StringComparer.Ordinal))
+        {
+            try
+            {
+                using var stream = File.OpenRead(path);
+                hashes[path] = Convert.ToHexStringLower(SHA256.HashData(stream));
+            }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+            {
+                hashes[path] = "missing";
+            }
+        }
+
+        return hashes;
     }
 
     /// <summary>A host of the fixture's own in a new namespace, reachable from the host, logging every packet it sees.</summary>
@@ -135,13 +223,17 @@ public sealed class EscapeFixture : IAsyncLifetime
 
     public async Task DisposeAsync()
     {
-        foreach (var sandbox in Sandboxes.Values)
+        if (Host is not null)
         {
-            await Host.Http.DeleteAsync($"/sandboxes/{sandbox.SandboxId}");
+            foreach (var sandbox in Sandboxes.Values)
+            {
+                await Host.Http.DeleteAsync($"/sandboxes/{sandbox.SandboxId}");
+            }
+
+            await Host.DisposeAsync();
+            Host.DeleteDataDir();
         }
 
-        await Host.DisposeAsync();
-        Host.DeleteDataDir();
         foreach (var process in _processes)
         {
             process.Kill(entireProcessTree: true);
@@ -150,7 +242,10 @@ public sealed class EscapeFixture : IAsyncLifetime
 
         _loopback?.Stop();
         await Cli.Wrap("ip").WithArguments(["netns", "del", TargetNamespace]).WithValidation(CommandResultValidation.None).ExecuteAsync();
-        Directory.Delete(SecretDir, recursive: true);
+        if (Directory.Exists(SecretDir))
+        {
+            Directory.Delete(SecretDir, recursive: true);
+        }
     }
 
     private static string Quote(string s) => "\"" + s.Replace("\\", "\\\\", StringComparison.Ordinal).Replace("\"", "\\\"", StringComparison.Ordinal) + "\"";

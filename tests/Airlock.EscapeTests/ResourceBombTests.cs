@@ -1,0 +1,233 @@
+using System.Diagnostics;
+using System.Globalization;
+using System.Net.Http.Json;
+using Airlock.Core.Api;
+using Airlock.Testing;
+
+namespace Airlock.EscapeTests;
+
+/// <summary>
+/// Denial of service from inside: fork, memory, disk and CPU bombs in a sandbox of their own (created for the bomb,
+/// deleted after). While and after each, airlockd must answer, another sandbox must run a command promptly, the
+/// host's disk must not shrink past the sandbox's quota, and the bombed sandbox must still work or have ended with
+/// an honest reason. Every bomb is bounded in time inside (timeout) and outside (the test's own deadlines).
+/// </summary>
+public sealed partial class EscapeAttemptTests
+{
+    /// <summary>How long another sandbox may take to run `echo` while a neighbour is being bombed.</summary>
+    private static readonly TimeSpan Responsive = TimeSpan.FromSeconds(30);
+
+    private const long SlackMiB = 512;
+
+    [Theory(Timeout = 300_000)]
+    [MemberData(nameof(Boundaries))]
+    public async Task A_fork_bomb_is_contained(string boundary)
+    {
+        var (output, _, survived) = await BombAsync(boundary, fillsDisk: false, $$"""
+            rm -f /tmp/bomb.fifo; mkfifo /tmp/bomb.fifo
+            # Every copy stops forking after 20 s; the parent waits on a fifo (a builtin read: no fork needed) until
+            # timeout kills the whole process group at 25 s, stragglers included.
+            timeout -s KILL 25 bash -c 'exec 3<>/tmp/bomb.fifo; end=$((SECONDS + 20)); bomb() { [ $SECONDS -lt $end ] && { bomb | bomb & }; }; bomb; read -t 60 -u 3' 2>/dev/null
+            echo "bomb exit $?"
+            sleep 2; echo "processes after $(ls -d /proc/[0-9]* | wc -l)"
+            echo {{End}}
+            """);
+        // Either the bomb ran until timeout killed it and the sandbox lives on, or the bomb took its own sandbox down
+        // and airlockd recorded why (checked in BombAsync); neither touches the host or the neighbour.
+        Assert.True(!survived || output.Contains("bomb exit 137", StringComparison.Ordinal), output);
+    }
+
+    [Theory(Timeout = 240_000)]
+    [MemberData(nameof(Boundaries))]
+    public async Task A_memory_bomb_stops_at_the_sandboxs_memory_limit(string boundary)
+    {
+        var limit = fixture.Sandboxes[boundary].Boundary.Limits.MemoryMiB;
+        var (output, _, survived) = await BombAsync(boundary, fillsDisk: false, $$"""
+            python3 - <<'PY'
+            import time
+            chunks, deadline = [], time.time() + 40
+            while len(chunks) * 32 < {{limit * 3}} and time.time() < deadline:
+                chunks.append(b"\x01" * (32 << 20))  # written, so every page is really resident
+                print("allocated", len(chunks) * 32, flush=True)
+            print("MEMORY-BOMB-" + "SURVIVED", len(chunks) * 32, flush=True)  # split: bash echoes a killed command's text
+            PY
+            echo "bomb exit $?"
+            echo {{End}}
+            """);
+        Assert.DoesNotContain("MEMORY-BOMB-SURVIVED", output, StringComparison.Ordinal);
+        Assert.True(survived, "the memory bomb took its sandbox down instead of only itself");
+        Assert.Contains("bomb exit 137", output, StringComparison.Ordinal); // SIGKILL: the OOM killer of the sandbox's cgroup or guest
+        var peak = System.Text.RegularExpressions.Regex.Matches(output, @"allocated (\d+)").Select(m => int.Parse(m.Groups[1].Value, CultureInfo.InvariantCulture)).DefaultIfEmpty(0).Max();
+        Assert.InRange(peak, 32, limit);
+    }
+
+    [Theory(Timeout = 240_000)]
+    [MemberData(nameof(Boundaries))]
+    public async Task A_cpu_spin_on_every_core_leaves_the_host_responsive(string boundary)
+    {
+        var (output, _, survived) = await BombAsync(boundary, fillsDisk: false, $$"""
+            n=$(( $(nproc) * 2 ))
+            timeout 15 sh -c "for i in \$(seq $n); do (while :; do :; done) & done; wait"
+            echo "bomb exit $? spinners $n"
+            echo {{End}}
+            """);
+        Assert.True(survived, "the CPU spin took its sandbox down");
+        Assert.Contains("bomb exit 124", output, StringComparison.Ordinal);
+    }
+
+    [Theory(Timeout = 300_000)]
+    [MemberData(nameof(Boundaries))]
+    public async Task A_disk_fill_stops_at_the_sandboxs_disk_quota(string boundary)
+    {
+        // The quota is Limits.DiskMiB, which the per-sandbox disk quota adds to SandboxLimits (TODO: read it directly
+        // once DiskMiB exists; until then by reflection). Without it a microVM is bounded by its virtual disk (its size
+        // measured inside with df, the fill capped above it), and any other boundary is capped at 2 GiB by the script.
+        // EXPECTED TO FAIL for "process" until the disk quota lands: bubblewrap's overlay upper layer sits in the host's
+        // data directory with no limit, so the fill reaches the cap without ENOSPC and the host loses that space.
+        var reported = typeof(Airlock.Core.Sandboxes.SandboxLimits).GetProperty("DiskMiB")?.GetValue(fixture.Sandboxes[boundary].Boundary.Limits) as int?;
+        var cap = (reported ?? (boundary == "microvm" ? 8192 : 2048)) + SlackMiB;
+        var (output, droppedMiB, _) = await BombAsync(boundary, fillsDisk: true, $$"""
+            df -m --output=size ~ | tail -1 | awk '{print "disk size", $1}'
+            python3 - <<'PY'
+            import errno, os, time
+            block, written, deadline, err = b"\x5a" * (4 << 20), 0, time.time() + 120, 0
+            with open(os.path.expanduser("~/fill.bin"), "wb", buffering=0) as f:
+                try:
+                    while written < {{cap}} and time.time() < deadline:
+                        f.write(block); written += 4
+                        if written % 256 == 0:
+                            os.fsync(f.fileno())
+                    os.fsync(f.fileno())
+                except OSError as e:
+                    err = e.errno
+            print("filled", written, "MiB errno", errno.errorcode.get(err, err), flush=True)
+            PY
+            [ $? -eq 0 ] && echo {{End}}
+            """);
+        var filled = System.Text.RegularExpressions.Regex.Match(output, @"filled (\d+) MiB errno (\w+)");
+        Assert.True(filled.Success, output);
+        Assert.True(
+            filled.Groups[2].Value is "ENOSPC" or "EDQUOT",
+            $"the {boundary} sandbox wrote {filled.Groups[1].Value} MiB (cap {cap}) without running out of space: it has no disk quota (Limits.DiskMiB {reported?.ToString(CultureInfo.InvariantCulture) ?? "not reported"})");
+        var size = System.Text.RegularExpressions.Regex.Match(output, @"disk size (\d+)");
+        long quota = reported ?? (boundary == "microvm" && size.Success ? long.Parse(size.Groups[1].Value, CultureInfo.InvariantCulture) : 0);
+        Assert.InRange(long.Parse(filled.Groups[1].Value, CultureInfo.InvariantCulture), 0, quota + SlackMiB);
+        Assert.True(droppedMiB <= quota + SlackMiB, $"the host's free disk space dropped by {droppedMiB} MiB (quota {quota} MiB + {SlackMiB} slack)");
+    }
+
+    /// <summary>
+    /// Runs a bomb in a fresh sandbox of the boundary and checks the neighbourhood while it runs and after. Returns the
+    /// bomb's output and how far the host's free disk space dropped (a bomb that is not a disk fill may cost only slack).
+    /// </summary>
+    private async Task<(string Output, long DiskDroppedMiB, bool Survived)> BombAsync(string boundary, bool fillsDisk, string script)
+    {
+        var other = fixture.Sandboxes.First(s => s.Key != boundary).Value;
+        var freeBefore = new DriveInfo(fixture.Host.DataDir).AvailableFreeSpace;
+        var sandbox = await fixture.NewSandboxAsync(boundary, 240);
+        (string Output, long DiskDroppedMiB, bool Survived) result;
+        try
+        {
+            Assert.Contains("ready", await Attack(sandbox, "echo ready"), StringComparison.Ordinal);
+            using var deadline = new CancellationTokenSource(TimeSpan.FromSeconds(180));
+            var bomb = Attack(sandbox, script, deadline.Token);
+
+            // While it runs: the control plane answers and a neighbour runs a command within Responsive.
+            await Task.WhenAny(bomb, Task.Delay(TimeSpan.FromSeconds(8)));
+            await AssertNeighbourhoodAsync(other);
+
+            string output;
+            try
+            {
+                output = await bomb;
+            }
+            catch (Exception e) when (e is Airlock.Envd.Client.EnvdException or HttpRequestException or IOException or OperationCanceledException)
+            {
+                output = "bomb stream ended: " + e.Message;
+            }
+
+            var droppedMiB = (freeBefore - new DriveInfo(fixture.Host.DataDir).AvailableFreeSpace) / (1024 * 1024);
+            await AssertNeighbourhoodAsync(other);
+            var survived = await WorksOrEndedHonestlyAsync(sandbox);
+            Assert.True(!survived || output.Contains(End, StringComparison.Ordinal), output); // a sandbox that lives finished its bomb
+            Assert.True(fillsDisk || droppedMiB <= SlackMiB, $"the host's free disk space dropped by {droppedMiB} MiB: {output}");
+            result = (output, droppedMiB, survived);
+        }
+        finally
+        {
+            await fixture.Host.Http.DeleteAsync($"/sandboxes/{sandbox.SandboxId}");
+        }
+
+        // Deleting the bombed sandbox leaves nothing behind: no process, cgroup, namespace or mount of its own (the
+        // shared sandboxes' mounts under the same data directory are theirs, hence the filter).
+        List<string> Mine() => Leftovers.Find([sandbox.SandboxId], fixture.Host.DataDir).Where(l => l.Contains(sandbox.SandboxId, StringComparison.Ordinal)).ToList();
+        var leftovers = Mine();
+        for (var i = 0; i < 20 && leftovers.Count > 0; i++)
+        {
+            await Task.Delay(500);
+            leftovers = Mine();
+        }
+
+        Assert.Empty(leftovers);
+        return result;
+    }
+
+    private async Task<string> Attack(SandboxCreated sandbox, string script, CancellationToken cancellationToken = default)
+    {
+        var (_, stdout, stderr) = await fixture.Host.RunAsync(sandbox, script, cancellationToken);
+        log.WriteLine($"--- {sandbox.Boundary.Boundary} {sandbox.SandboxId}:\n{stdout}{stderr}");
+        return stdout + stderr;
+    }
+
+    private async Task AssertNeighbourhoodAsync(SandboxCreated other)
+    {
+        using var cts = new CancellationTokenSource(Responsive);
+        var watch = Stopwatch.StartNew();
+        using var health = await fixture.Host.Http.GetAsync("/health", cts.Token);
+        Assert.True(health.IsSuccessStatusCode, $"airlockd /health answered {(int)health.StatusCode}");
+        using var list = await fixture.Host.Http.GetAsync("/sandboxes", cts.Token);
+        Assert.True(list.IsSuccessStatusCode, $"airlockd's sandbox list answered {(int)list.StatusCode}");
+        Assert.Contains("alive", await Attack(other, "echo alive", cts.Token), StringComparison.Ordinal);
+        Assert.True(watch.Elapsed < Responsive, $"the neighbour took {watch.Elapsed}");
+        log.WriteLine($"--- airlockd and the neighbour answered in {watch.ElapsedMilliseconds} ms");
+    }
+
+    /// <summary>
+    /// True when the bombed sandbox runs a command again within 150 s; false when it ended and airlockd says why. A
+    /// sandbox that neither answers nor has ended by then fails the test: its "running" would be a lie. (A microVM
+    /// whose guest a fork bomb drove out of memory answers nothing for ~90 s until its init dies and it powers off.)
+    /// </summary>
+    private async Task<bool> WorksOrEndedHonestlyAsync(SandboxCreated sandbox)
+    {
+        var until = DateTime.UtcNow + TimeSpan.FromSeconds(150);
+        while (DateTime.UtcNow < until)
+        {
+            try
+            {
+                using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(20));
+                if ((await Attack(sandbox, "echo still-alive", cts.Token)).Contains("still-alive", StringComparison.Ordinal))
+                {
+                    return true;
+                }
+            }
+            catch (Exception e) when (e is Airlock.Envd.Client.EnvdException or HttpRequestException or IOException or OperationCanceledException)
+            {
+                log.WriteLine($"--- bombed sandbox {sandbox.SandboxId} does not answer: {e.Message}");
+            }
+
+            var state = await fixture.Host.Http.GetFromJsonAsync($"/sandboxes/{sandbox.SandboxId}", ApiJsonContext.Default.SandboxDetail);
+            if (state is { State: not "running" })
+            {
+                break;
+            }
+
+            await Task.Delay(TimeSpan.FromSeconds(5));
+        }
+
+        var detail = await fixture.Host.Http.GetFromJsonAsync($"/sandboxes/{sandbox.SandboxId}", ApiJsonContext.Default.SandboxDetail);
+        Assert.NotNull(detail);
+        Assert.NotEqual("running", detail.State);
+        Assert.False(string.IsNullOrWhiteSpace(detail.FailureReason), $"the bombed sandbox no longer answers but is '{detail.State}' with no reason");
+        log.WriteLine($"--- bombed sandbox {sandbox.SandboxId} ended: {detail.State}: {detail.FailureReason}");
+        return false;
+    }
+}
