@@ -206,3 +206,21 @@ public sealed class ContainerWithoutUserNamespaceTests(ContainerWithoutUserNames
         Assert.Equal("1000\n", (await sandbox.RunAsync("id -u")).Stdout);
     }
 }
+
+public sealed class ContainerSeccompTests
+{
+    [Theory]
+    [InlineData(0x5412UL, false)]
+    [InlineData(0x541CUL, false)]
+    [InlineData(0x1_0000_5412UL, false)] // high bits: the kernel sees TIOCSTI
+    [InlineData(0x5413UL, true)] // TIOCGWINSZ
+    [InlineData(0x5401UL, true)] // TCGETS
+    [InlineData(0xFFFF_FFFFUL, true)]
+    [InlineData(0UL, true)]
+    public void The_ioctl_branches_allow_every_request_but_the_terminal_injection_ones(ulong request, bool allowed)
+    {
+        var branches = ContainerSeccomp.AllBut([0x5412, 0x541C]);
+        Assert.Equal(allowed, branches.Any(b => (request & b.Mask) == b.Value));
+        Assert.All(branches, b => Assert.Equal(0UL, b.Mask >> 32));
+    }
+}

@@ -17,7 +17,7 @@ namespace Airlock.EscapeTests;
 public sealed class EscapeFixture : IAsyncLifetime
 {
     /// <summary>The boundaries under attack; each gets one shared sandbox. Adding "container" here adds it to every attack.</summary>
-    public static readonly IReadOnlyList<string> BoundaryNames = ["process", "microvm"];
+    public static readonly IReadOnlyList<string> BoundaryNames = ["process", "container", "microvm"];
 
     private readonly string _rand = Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(3));
     private readonly List<Process> _processes = [];
@@ -92,8 +92,8 @@ public sealed class EscapeFixture : IAsyncLifetime
     }
 
     /// <summary>A sandbox of exactly this boundary (a boundary named without a risk class is taken as asked).</summary>
-    public Task<SandboxCreated> NewSandboxAsync(string boundary, int timeoutSeconds, CancellationToken cancellationToken = default) =>
-        Host.CreateSandboxAsync(new NewSandboxRequest { TemplateId = "base", Boundary = boundary, Timeout = timeoutSeconds }, cancellationToken);
+    public Task<SandboxCreated> NewSandboxAsync(string boundary, int timeoutSeconds, CancellationToken cancellationToken = default, int? diskMB = null) =>
+        Host.CreateSandboxAsync(new NewSandboxRequest { TemplateId = "base", Boundary = boundary, Timeout = timeoutSeconds, DiskMB = diskMB }, cancellationToken);
 
     /// <summary>
     /// The host processes that make up a sandbox: the runtime (bwrap, qemu, ...) whose command line names the sandbox,

@@ -19,6 +19,9 @@ public sealed partial class EscapeAttemptTests
 
     private const long SlackMiB = 512;
 
+    /// <summary>Writable disk of a bombed process or container sandbox (a microVM's disk is its template's).</summary>
+    private const int BombDiskMiB = 1024;
+
     [Theory(Timeout = 300_000)]
     [MemberData(nameof(Boundaries))]
     public async Task A_fork_bomb_is_contained(string boundary)
@@ -79,13 +82,10 @@ public sealed partial class EscapeAttemptTests
     [MemberData(nameof(Boundaries))]
     public async Task A_disk_fill_stops_at_the_sandboxs_disk_quota(string boundary)
     {
-        // The quota is Limits.DiskMiB, which the per-sandbox disk quota adds to SandboxLimits (TODO: read it directly
-        // once DiskMiB exists; until then by reflection). Without it a microVM is bounded by its virtual disk (its size
-        // measured inside with df, the fill capped above it), and any other boundary is capped at 2 GiB by the script.
-        // EXPECTED TO FAIL for "process" until the disk quota lands: bubblewrap's overlay upper layer sits in the host's
-        // data directory with no limit, so the fill reaches the cap without ENOSPC and the host loses that space.
-        var reported = typeof(Airlock.Core.Sandboxes.SandboxLimits).GetProperty("DiskMiB")?.GetValue(fixture.Sandboxes[boundary].Boundary.Limits) as int?;
-        var cap = (reported ?? (boundary == "microvm" ? 8192 : 2048)) + SlackMiB;
+        // The quota is the reported Limits.DiskMiB: the writable layer's ext4 image (process, container) or the VM's
+        // root disk (microvm). The fill is capped a little above it, so a missing quota shows as no ENOSPC.
+        int? reported = boundary == "microvm" ? fixture.Sandboxes[boundary].Boundary.Limits.DiskMiB : BombDiskMiB;
+        var cap = reported.Value + SlackMiB;
         var (output, droppedMiB, _) = await BombAsync(boundary, fillsDisk: true, $$"""
             df -m --output=size ~ | tail -1 | awk '{print "disk size", $1}'
             python3 - <<'PY'
@@ -123,7 +123,8 @@ public sealed partial class EscapeAttemptTests
     {
         var other = fixture.Sandboxes.First(s => s.Key != boundary).Value;
         var freeBefore = new DriveInfo(fixture.Host.DataDir).AvailableFreeSpace;
-        var sandbox = await fixture.NewSandboxAsync(boundary, 240);
+        var sandbox = await fixture.NewSandboxAsync(boundary, 240, diskMB: boundary == "microvm" ? null : BombDiskMiB);
+        Assert.Equal(boundary == "microvm" ? fixture.Sandboxes[boundary].Boundary.Limits.DiskMiB : BombDiskMiB, sandbox.Boundary.Limits.DiskMiB);
         (string Output, long DiskDroppedMiB, bool Survived) result;
         try
         {

@@ -270,12 +270,9 @@ public sealed partial class EscapeAttemptTests
     {
         // The planted symlink one level in: the file API must not write where the sandbox's own user may not, or a
         // user inside turns the caller's upload into a write as the agent (a confused deputy, CVE-2021-30465's shape).
-        // In the process boundary the agent itself is the unprivileged sandbox user, so the kernel refuses.
-        // In a microVM the agent is the guest's root and writes as root, chowning afterwards: the upload lands in the
-        // guest's /etc (found by this test; docs/security.md "Not done yet" and the escape table, 3a). That is guest
-        // user -> guest root, not a host escape — the VM is the boundary and callers may run as root there anyway —
-        // so for microvm only the host side is asserted, and what the guest did is logged. Tighten the microvm branch
-        // to the process one when the agent does file work with the user's fsuid.
+        // In the process boundary the agent itself is the unprivileged sandbox user, so the kernel refuses; in a
+        // container or a microVM the agent is root there and does the file work with the user's fsuid/fsgid and
+        // groups, so the kernel refuses just the same.
         var envd = fixture.Host.Envd(fixture.Sandboxes[boundary]);
         var probe = "airlock-deputy-" + Convert.ToHexStringLower(System.Security.Cryptography.RandomNumberGenerator.GetBytes(4));
         var setup = await Attack(boundary, $$"""
@@ -292,11 +289,8 @@ public sealed partial class EscapeAttemptTests
             """);
         Assert.Contains(End, check, StringComparison.Ordinal);
         Assert.False(File.Exists($"/etc/{probe}") || File.Exists($"/root/{probe}"), "the upload reached the host");
-        if (boundary != "microvm")
-        {
-            Assert.DoesNotContain("WRITTEN-AS-AGENT", check, StringComparison.Ordinal);
-            Assert.All(outcomes, o => Assert.NotEqual("written", o));
-        }
+        Assert.DoesNotContain("WRITTEN-AS-AGENT", check, StringComparison.Ordinal);
+        Assert.All(outcomes, o => Assert.NotEqual("written", o));
     }
 
     /// <summary>Uploads one small file; returns "written" or the agent's error code.</summary>

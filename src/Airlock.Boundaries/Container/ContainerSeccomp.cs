@@ -68,13 +68,48 @@ internal static class ContainerSeccomp
         "recvfrom", "sendmsg", "recvmsg", "sendmmsg", "recvmmsg", "shutdown", "setsockopt", "getsockopt",
     ];
 
+    /// <summary>
+    /// Masked-equality tests (over the low 32 bits) that together match every 32-bit value except
+    /// <paramref name="excluded"/>: walk the bits from the top, and wherever no excluded value continues the prefix,
+    /// that prefix is one allowed branch.
+    /// </summary>
+    internal static IReadOnlyList<(ulong Mask, ulong Value)> AllBut(IReadOnlyCollection<ulong> excluded)
+    {
+        var branches = new List<(ulong, ulong)>();
+        Walk(0, 0, 31, excluded);
+        return branches;
+
+        void Walk(ulong mask, ulong value, int bit, IReadOnlyCollection<ulong> values)
+        {
+            if (bit < 0)
+            {
+                return; // the prefix is a whole excluded value
+            }
+
+            var m = mask | (1UL << bit);
+            foreach (var b in new[] { 0UL, 1UL })
+            {
+                var v = value | (b << bit);
+                var rest = values.Where(x => ((x >> bit) & 1) == b).ToList();
+                if (rest.Count == 0)
+                {
+                    branches.Add((m, v));
+                }
+                else
+                {
+                    Walk(m, v, bit - 1, rest);
+                }
+            }
+        }
+    }
+
     /// <summary>The profile as the OCI runtime takes it, and the name the report carries.</summary>
     public static (OciSeccomp Profile, string Description) Build()
     {
         var denied = SeccompProfile.DeniedSyscalls.ToHashSet(StringComparer.Ordinal);
         var rules = new List<OciSyscallRule>
         {
-            new() { Names = Allowed.Where(n => n != "clone" && !denied.Contains(n)).ToList(), Action = "SCMP_ACT_ALLOW" },
+            new() { Names = Allowed.Where(n => n is not ("clone" or "ioctl") && !denied.Contains(n)).ToList(), Action = "SCMP_ACT_ALLOW" },
             // clone only without namespace flags; clone3 hides its flags in memory seccomp cannot read, so it is
             // unavailable and libc falls back to clone.
             new() { Names = ["clone"], Action = "SCMP_ACT_ALLOW", Args = [new OciSyscallArg(0, NamespaceFlags, 0, "SCMP_CMP_MASKED_EQ")] },
@@ -82,10 +117,17 @@ internal static class ContainerSeccomp
             new() { Names = SeccompProfile.DeniedSyscalls, Action = "SCMP_ACT_ERRNO", ErrnoRet = Eperm },
         };
 
-        // Only the low 32 bits of an ioctl request count in the kernel, so compare only those (CVE-2019-10063).
+        // ioctl: libseccomp lets an unconditional allow swallow conditional denials of the same syscall, so ioctl is
+        // allowed only through conditions: one masked compare per branch of the bit trie that avoids the denied
+        // requests. Only the low 32 bits of a request count in the kernel, so only those are compared (CVE-2019-10063).
         foreach (var request in DeniedIoctls)
         {
             rules.Add(new() { Names = ["ioctl"], Action = "SCMP_ACT_ERRNO", ErrnoRet = Eperm, Args = [new OciSyscallArg(1, 0xFFFFFFFF, request, "SCMP_CMP_MASKED_EQ")] });
+        }
+
+        foreach (var (mask, value) in AllBut(DeniedIoctls))
+        {
+            rules.Add(new() { Names = ["ioctl"], Action = "SCMP_ACT_ALLOW", Args = [new OciSyscallArg(1, mask, value, "SCMP_CMP_MASKED_EQ")] });
         }
 
         var profile = new OciSeccomp
