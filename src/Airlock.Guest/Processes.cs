@@ -49,6 +49,15 @@ internal sealed partial class ProcessTable(AgentOptions options, AgentState stat
             UseShellExecute = false,
             WorkingDirectory = cwd,
         };
+        if (OomProtection.Protected)
+        {
+            // The agent's -1000 would be inherited: commands are ordinary candidates for the OOM killer again.
+            start.ArgumentList.Add("choom");
+            start.ArgumentList.Add("-n");
+            start.ArgumentList.Add("0");
+            start.ArgumentList.Add("--");
+        }
+
         if (account.Uid != users.Self.Uid)
         {
             // The working directory is entered after the drop (env --chdir), so a user cannot start a command in a

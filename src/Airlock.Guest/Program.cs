@@ -20,6 +20,10 @@ catch (ArgumentException e)
 // /proc/<pid>/environ, where the access token was passed in. (PR_SET_DUMPABLE = 4)
 NativeMethods.prctl(4, 0, 0, 0, 0);
 
+// Out of the OOM killer's reach where the agent may say so (root in a microVM): a fork or memory bomb in the sandbox
+// then loses its own processes, not the agent that reports on it. Commands get the default back (Processes).
+OomProtection.TryProtect();
+
 // Content root: the agent's own directory, not the working directory. The host watches its content root for
 // configuration changes, and a recursive inotify watch of "/" (a container's or VM's cwd) walks the whole filesystem:
 // seen as ~300 ms of startup in a container.
