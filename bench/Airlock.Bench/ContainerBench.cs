@@ -59,9 +59,9 @@ internal static class ContainerBench
             await host.Http.DeleteAsync($"/sandboxes/{donor.SandboxId}");
             var runtime = donor.Boundary.Runtime;
             Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"# container boundary benchmark, {DateTime.UtcNow:yyyy-MM-dd HH:mm} UTC, {Environment.ProcessorCount} cores, {runtime}, cgroup {donor.Boundary.Cgroup}"));
-            Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"airlock create->first output     p50 {P(create, 50),8:F1} ms  p90 {P(create, 90),8:F1} ms  (n={create.Count})"));
-            Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"raw runc run (same bundle)       p50 {P(raw, 50),8:F1} ms  p90 {P(raw, 90),8:F1} ms  (n={raw.Count})"));
-            Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"ratio create / raw runc run      {P(create, 50) / P(raw, 50),8:F2}x  (goal <= 1.5x)"));
+            Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"airlock create->first output     p50 {Stats.P(create, 50),8:F1} ms  p90 {Stats.P(create, 90),8:F1} ms  (n={create.Count})"));
+            Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"raw runc run (same bundle)       p50 {Stats.P(raw, 50),8:F1} ms  p90 {Stats.P(raw, 90),8:F1} ms  (n={raw.Count})"));
+            Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"ratio create / raw runc run      {Stats.P(create, 50) / Stats.P(raw, 50),8:F2}x  (goal <= 1.5x)"));
         }
         finally
         {
@@ -97,11 +97,5 @@ internal static class ContainerBench
         }
 
         return first;
-    }
-
-    private static double P(List<double> values, int percentile)
-    {
-        var sorted = values.Order().ToList();
-        return sorted[Math.Clamp((int)Math.Ceiling(percentile / 100.0 * sorted.Count) - 1, 0, sorted.Count - 1)];
     }
 }

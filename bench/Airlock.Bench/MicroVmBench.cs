@@ -91,12 +91,12 @@ internal static class MicroVmBench
             var gib = stateBytes / (double)(1L << 30);
             Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"# microvm boundary benchmark, {DateTime.UtcNow:yyyy-MM-dd HH:mm} UTC, {Environment.ProcessorCount} cores, host kernel {Environment.OSVersion.Version}"));
             Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"# {report.Runtime}, machine {report.Machine}, accelerator {report.Accelerator} ({report.AcceleratorReason}), guest kernel {report.Kernel}, {report.Limits.MemoryMiB} MiB, {report.Limits.VCpus} vCPU"));
-            Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"raw qemu -kernel -initrd -> /init        p50 {P(raw, 50),8:F0} ms  p90 {P(raw, 90),8:F0} ms  (n={raw.Count})"));
-            Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"airlock cold boot -> agent ready        p50 {P(cold, 50),8:F0} ms  p90 {P(cold, 90),8:F0} ms  (n={cold.Count})"));
-            Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"airlock snapshot create -> first output p50 {P(create, 50),8:F0} ms  p90 {P(create, 90),8:F0} ms  (n={create.Count})"));
-            Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"ratio snapshot create / raw cold boot   {P(create, 50) / P(raw, 50),8:F2}x  (goal <= 0.1x)"));
-            Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"pause (stop, state to disk, quit)       p50 {P(pause, 50),8:F0} ms  state {stateBytes / 1048576.0:F0} MiB  -> {P(pause, 50) / 1000 / gib:F2} s/GiB (goal <= 1 s/GiB)  (n={pause.Count})"));
-            Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"resume (to agent answering, identity)   p50 {P(resume, 50),8:F0} ms  p90 {P(resume, 90),8:F0} ms  (goal <= 200 ms)  (n={resume.Count})"));
+            Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"raw qemu -kernel -initrd -> /init        p50 {Stats.P(raw, 50),8:F0} ms  p90 {Stats.P(raw, 90),8:F0} ms  (n={raw.Count})"));
+            Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"airlock cold boot -> agent ready        p50 {Stats.P(cold, 50),8:F0} ms  p90 {Stats.P(cold, 90),8:F0} ms  (n={cold.Count})"));
+            Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"airlock snapshot create -> first output p50 {Stats.P(create, 50),8:F0} ms  p90 {Stats.P(create, 90),8:F0} ms  (n={create.Count})"));
+            Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"ratio snapshot create / raw cold boot   {Stats.P(create, 50) / Stats.P(raw, 50),8:F2}x  (goal <= 0.1x)"));
+            Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"pause (stop, state to disk, quit)       p50 {Stats.P(pause, 50),8:F0} ms  state {stateBytes / 1048576.0:F0} MiB  -> {Stats.P(pause, 50) / 1000 / gib:F2} s/GiB (goal <= 1 s/GiB)  (n={pause.Count})"));
+            Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"resume (to agent answering, identity)   p50 {Stats.P(resume, 50),8:F0} ms  p90 {Stats.P(resume, 90),8:F0} ms  (goal <= 200 ms)  (n={resume.Count})"));
             Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"host RSS per idle sandbox (QEMU)        {rss.Average() / 1024.0,8:F0} MiB  (each: {string.Join(", ", rss.Select(r => (r / 1024).ToString(CultureInfo.InvariantCulture)))} MiB)"));
         }
         finally
@@ -150,11 +150,5 @@ internal static class MicroVmBench
         }
 
         return 0;
-    }
-
-    private static double P(List<double> values, int percentile)
-    {
-        var sorted = values.Order().ToList();
-        return sorted[Math.Min(sorted.Count - 1, (int)Math.Ceiling(percentile / 100.0 * sorted.Count) - 1)];
     }
 }

@@ -73,12 +73,12 @@ try
     }
 
     Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"# process boundary benchmark, {DateTime.UtcNow:yyyy-MM-dd HH:mm} UTC, {Environment.ProcessorCount} cores, kernel {Environment.OSVersion.Version}"));
-    Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"airlock create->first output     p50 {P(create, 50),8:F1} ms  p90 {P(create, 90),8:F1} ms  (n={create.Count})"));
-    Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"raw bwrap spawn->first output    p50 {P(rawFirst, 50),8:F1} ms  p90 {P(rawFirst, 90),8:F1} ms  (n={rawFirst.Count})"));
-    Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"ratio create / raw bwrap         {P(create, 50) / P(rawFirst, 50),8:F2}x  (goal <= 3x)"));
-    Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"airlock exec round trip (true)   p50 {P(exec, 50),8:F2} ms  p90 {P(exec, 90),8:F2} ms  (n={exec.Count}, goal p50 <= 5 ms)"));
-    Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"raw bwrap spawn->exit (true)     p50 {P(rawExit, 50),8:F2} ms  (n={rawExit.Count})"));
-    Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"ratio exec / raw bwrap spawn     {P(exec, 50) / P(rawExit, 50),8:F2}x"));
+    Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"airlock create->first output     p50 {Stats.P(create, 50),8:F1} ms  p90 {Stats.P(create, 90),8:F1} ms  (n={create.Count})"));
+    Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"raw bwrap spawn->first output    p50 {Stats.P(rawFirst, 50),8:F1} ms  p90 {Stats.P(rawFirst, 90),8:F1} ms  (n={rawFirst.Count})"));
+    Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"ratio create / raw bwrap         {Stats.P(create, 50) / Stats.P(rawFirst, 50),8:F2}x  (goal <= 3x)"));
+    Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"airlock exec round trip (true)   p50 {Stats.P(exec, 50),8:F2} ms  p90 {Stats.P(exec, 90),8:F2} ms  (n={exec.Count}, goal p50 <= 5 ms)"));
+    Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"raw bwrap spawn->exit (true)     p50 {Stats.P(rawExit, 50),8:F2} ms  (n={rawExit.Count})"));
+    Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"ratio exec / raw bwrap spawn     {Stats.P(exec, 50) / Stats.P(rawExit, 50),8:F2}x"));
 }
 finally
 {
@@ -98,12 +98,6 @@ static async Task<(double First, double Exit)> RawBwrapAsync(string rootfs)
     var first = sw.Elapsed.TotalMilliseconds;
     await process.WaitForExitAsync();
     return (first, sw.Elapsed.TotalMilliseconds);
-}
-
-static double P(List<double> values, int percentile)
-{
-    var sorted = values.Order().ToList();
-    return sorted[Math.Clamp((int)Math.Ceiling(percentile / 100.0 * sorted.Count) - 1, 0, sorted.Count - 1)];
 }
 
 int Arg(string name, int fallback)

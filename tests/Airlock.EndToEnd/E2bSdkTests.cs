@@ -12,13 +12,14 @@ public sealed class E2bSdkTests
 {
     [Theory(Timeout = 300_000)]
     [InlineData(Risk.Low, false)]
+    [InlineData(Risk.Medium, true)]
     [InlineData(Risk.High, true)]
     public async Task The_e2b_js_sdk_creates_runs_streams_writes_reads_lists_and_kills_unmodified(Risk risk, bool pause)
     {
         var dir = Path.Combine(Repo.Root, "tests", "Airlock.EndToEnd", "e2b");
         Assert.True(Directory.Exists(Path.Combine(dir, "node_modules", "e2b")), "run `npm ci` in tests/Airlock.EndToEnd/e2b first (test.sh does)");
 
-        // E2B SDKs cannot name a risk class; airlockd's default risk decides (high: microvm, low: process).
+        // E2B SDKs cannot name a risk class; airlockd's default risk decides (high: microvm, medium: container, low: process).
         var host = await AirlockHost.StartAsync(o => o with { DefaultRisk = risk });
         try
         {

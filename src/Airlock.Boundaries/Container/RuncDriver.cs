@@ -49,8 +49,7 @@ public sealed class RuncDriver : ISandboxDriver, IPausableDriver
     private const string InitPathInside = "/.airlock/bin/tini";
     private readonly RuncOptions _options;
     private readonly CgroupManager _cgroups;
-    private readonly SemaphoreSlim _probeLock = new(1, 1);
-    private DriverAvailability? _availability;
+    private readonly ProbeCache _probe = new();
     private string _runtime = "runc";
     private string? _version;
     private bool _userns = true;
@@ -71,18 +70,7 @@ public sealed class RuncDriver : ISandboxDriver, IPausableDriver
 
     private string SandboxesDir => Path.Combine(_options.DataDir, "sandboxes");
 
-    public async Task<DriverAvailability> ProbeAsync(CancellationToken cancellationToken)
-    {
-        await _probeLock.WaitAsync(cancellationToken);
-        try
-        {
-            return _availability ??= await ProbeUncachedAsync(cancellationToken);
-        }
-        finally
-        {
-            _probeLock.Release();
-        }
-    }
+    public Task<DriverAvailability> ProbeAsync(CancellationToken cancellationToken) => _probe.GetAsync(ProbeUncachedAsync, cancellationToken);
 
     private async Task<DriverAvailability> ProbeUncachedAsync(CancellationToken cancellationToken)
     {

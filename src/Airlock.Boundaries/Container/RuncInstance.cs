@@ -147,54 +147,13 @@ internal sealed class RuncInstance : ISandboxInstance, IFreezableInstance
     {
         try
         {
-            if (_process is not null)
-            {
-                await _process.WaitForExitAsync(_watch.Token);
-                _exited.TrySetResult(Describe(_process.ExitCode));
-                return;
-            }
-
-            // Detached or adopted: the container's init is not our child, so watch its pid.
-            using var timer = new PeriodicTimer(TimeSpan.FromMilliseconds(250));
-            while (await timer.WaitForNextTickAsync(_watch.Token))
-            {
-                if (HostPid is not { } pid || !NativeMethods.IsAlive(pid) || !CgroupManager.Contains(pid, SandboxId))
-                {
-                    _exited.TrySetResult(Describe(null));
-                    return;
-                }
-            }
+            // Detached or adopted, the container's init is not our child: its pid is watched instead.
+            var code = await EntryProcess.WaitAsync(_process, HostPid, SandboxId, TimeSpan.FromMilliseconds(250), _watch.Token);
+            _exited.TrySetResult(EntryProcess.Describe("the container's init", code, _cgroups, SandboxId, Path.Combine(StateDir, "sandbox.log")));
         }
         catch (OperationCanceledException)
         {
             _exited.TrySetResult(Volatile.Read(ref _state) == 1 ? "stopped by airlockd" : "watch ended");
         }
-    }
-
-    private string Describe(int? exitCode)
-    {
-        var reason = exitCode switch
-        {
-            null => "the container's init is gone",
-            > 128 => $"the container's init was killed by signal {exitCode - 128}",
-            _ => $"the container's init exited with code {exitCode}",
-        };
-        var ooms = _cgroups.OomKills(SandboxId);
-        if (ooms > 0)
-        {
-            reason += $" ({ooms} out-of-memory kill(s) in the sandbox)";
-        }
-
-        var log = Path.Combine(StateDir, "sandbox.log");
-        if (File.Exists(log))
-        {
-            var tail = File.ReadLines(log).TakeLast(5).ToArray();
-            if (tail.Length > 0)
-            {
-                reason += ": " + string.Join(" | ", tail);
-            }
-        }
-
-        return reason;
     }
 }

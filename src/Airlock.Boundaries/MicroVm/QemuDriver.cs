@@ -31,9 +31,8 @@ public sealed class QemuDriver(QemuOptions options, INetworkManager network) : I
     /// <summary>Bumped when the snapshot layout or its ownership rules change, so caches rebuild.</summary>
     private const string SnapshotVersion = "airlock-snapshot-2";
     private readonly CgroupManager _cgroups = new(options.CgroupRoot);
-    private readonly SemaphoreSlim _probeLock = new(1, 1);
+    private readonly ProbeCache _probe = new();
     private readonly ConcurrentDictionary<string, SemaphoreSlim> _snapshotLocks = new(StringComparer.Ordinal);
-    private DriverAvailability? _availability;
     private string _version = "";
     private string _kernel = "";
     private long _tscKhz;
@@ -53,18 +52,7 @@ public sealed class QemuDriver(QemuOptions options, INetworkManager network) : I
 
     private string SandboxesDir => Path.Combine(options.DataDir, "sandboxes");
 
-    public async Task<DriverAvailability> ProbeAsync(CancellationToken cancellationToken)
-    {
-        await _probeLock.WaitAsync(cancellationToken);
-        try
-        {
-            return _availability ??= await ProbeUncachedAsync(cancellationToken);
-        }
-        finally
-        {
-            _probeLock.Release();
-        }
-    }
+    public Task<DriverAvailability> ProbeAsync(CancellationToken cancellationToken) => _probe.GetAsync(ProbeUncachedAsync, cancellationToken);
 
     private async Task<DriverAvailability> ProbeUncachedAsync(CancellationToken cancellationToken)
     {

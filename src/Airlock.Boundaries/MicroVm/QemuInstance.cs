@@ -275,22 +275,8 @@ internal sealed class QemuInstance : ISandboxInstance
     {
         try
         {
-            if (_process is not null)
-            {
-                await _process.WaitForExitAsync(_watch.Token);
-                _exited.TrySetResult(await DescribeAsync(_process.ExitCode));
-                return;
-            }
-
-            using var timer = new PeriodicTimer(TimeSpan.FromMilliseconds(500));
-            while (await timer.WaitForNextTickAsync(_watch.Token))
-            {
-                if (HostPid is not { } pid || !NativeMethods.IsAlive(pid) || !CgroupManager.Contains(pid, SandboxId))
-                {
-                    _exited.TrySetResult(await DescribeAsync(null));
-                    return;
-                }
-            }
+            var code = await EntryProcess.WaitAsync(_process, HostPid, SandboxId, TimeSpan.FromMilliseconds(500), _watch.Token);
+            _exited.TrySetResult(await DescribeAsync(code));
         }
         catch (OperationCanceledException)
         {

@@ -21,8 +21,7 @@ public sealed class BubblewrapDriver(BubblewrapOptions options) : ISandboxDriver
     private const string SandboxUser = "user";
     private const int SandboxUid = 1000;
     private readonly CgroupManager _cgroups = new(options.CgroupRoot);
-    private readonly SemaphoreSlim _probeLock = new(1, 1);
-    private DriverAvailability? _availability;
+    private readonly ProbeCache _probe = new();
     private string? _version;
     private (byte[] Bpf, string Description)? _seccomp;
 
@@ -32,18 +31,7 @@ public sealed class BubblewrapDriver(BubblewrapOptions options) : ISandboxDriver
 
     private string SandboxesDir => Path.Combine(options.DataDir, "sandboxes");
 
-    public async Task<DriverAvailability> ProbeAsync(CancellationToken cancellationToken)
-    {
-        await _probeLock.WaitAsync(cancellationToken);
-        try
-        {
-            return _availability ??= await ProbeUncachedAsync(cancellationToken);
-        }
-        finally
-        {
-            _probeLock.Release();
-        }
-    }
+    public Task<DriverAvailability> ProbeAsync(CancellationToken cancellationToken) => _probe.GetAsync(ProbeUncachedAsync, cancellationToken);
 
     private async Task<DriverAvailability> ProbeUncachedAsync(CancellationToken cancellationToken)
     {

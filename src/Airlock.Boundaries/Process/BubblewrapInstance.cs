@@ -77,60 +77,20 @@ internal sealed class BubblewrapInstance : ISandboxInstance
         _watch.Dispose();
     }
 
+    private static readonly Dictionary<int, string> KnownCodes = new() { [97] = "could not join the sandbox's cgroups" };
+
     private async Task WatchAsync()
     {
         try
         {
-            if (_process is not null)
-            {
-                await _process.WaitForExitAsync(_watch.Token);
-                _exited.TrySetResult(Describe(_process.ExitCode));
-                return;
-            }
-
-            // Adopted after a restart: the process is not our child, so watch its pid.
-            using var timer = new PeriodicTimer(TimeSpan.FromMilliseconds(500));
-            while (await timer.WaitForNextTickAsync(_watch.Token))
-            {
-                if (HostPid is not { } pid || !NativeMethods.IsAlive(pid) || !CgroupManager.Contains(pid, SandboxId))
-                {
-                    _exited.TrySetResult(Describe(null));
-                    return;
-                }
-            }
+            // Adopted after a restart, the process is not our child: its pid is watched instead.
+            var code = await EntryProcess.WaitAsync(_process, HostPid, SandboxId, TimeSpan.FromMilliseconds(500), _watch.Token);
+            _exited.TrySetResult(EntryProcess.Describe("the sandbox's entry process", code, _cgroups, SandboxId, Path.Combine(_stateDir, "sandbox.log"), KnownCodes));
         }
         catch (OperationCanceledException)
         {
             // Killed or detached: whoever did it reports.
             _exited.TrySetResult(Volatile.Read(ref _state) == 1 ? "stopped by airlockd" : "watch ended");
         }
-    }
-
-    private string Describe(int? exitCode)
-    {
-        var reason = exitCode switch
-        {
-            null => "the sandbox's entry process is gone",
-            97 => "could not join the sandbox's cgroups",
-            > 128 => $"the sandbox's entry process was killed by signal {exitCode - 128}",
-            _ => $"the sandbox's entry process exited with code {exitCode}",
-        };
-        var ooms = _cgroups.OomKills(SandboxId);
-        if (ooms > 0)
-        {
-            reason += $" ({ooms} out-of-memory kill(s) in the sandbox)";
-        }
-
-        var log = Path.Combine(_stateDir, "sandbox.log");
-        if (File.Exists(log))
-        {
-            var tail = File.ReadLines(log).TakeLast(5).ToArray();
-            if (tail.Length > 0)
-            {
-                reason += ": " + string.Join(" | ", tail);
-            }
-        }
-
-        return reason;
     }
 }
