@@ -15,10 +15,17 @@ internal sealed record AgentOptions
     /// <summary>The environment every command inherits: the agent's own minus AIRLOCK_* variables.</summary>
     public required IReadOnlyDictionary<string, string> SandboxEnvironment { get; init; }
 
+    /// <summary>
+    /// RLIMIT_NPROC for the commands the agent starts (null: none). Set below the sandbox's pids limit, so a fork bomb
+    /// runs out of processes before the agent does and the API keeps answering.
+    /// </summary>
+    public int? CommandProcesses { get; init; }
+
     public static AgentOptions Parse(string[] args)
     {
         var listen = $"10.254.0.2:{Envd.EnvdProtocol.Port}";
         string? defaultUser = null;
+        int? commandProcesses = null;
         for (var i = 0; i < args.Length; i++)
         {
             switch (args[i])
@@ -29,8 +36,12 @@ internal sealed record AgentOptions
                 case "--default-user" when i + 1 < args.Length:
                     defaultUser = args[++i];
                     break;
+                case "--command-processes" when i + 1 < args.Length && int.TryParse(args[i + 1], System.Globalization.CultureInfo.InvariantCulture, out var n) && n > 0:
+                    commandProcesses = n;
+                    i++;
+                    break;
                 default:
-                    throw new ArgumentException($"unknown argument '{args[i]}'; usage: airlock-guest [--listen ADDR:PORT] [--default-user NAME]");
+                    throw new ArgumentException($"unknown argument '{args[i]}'; usage: airlock-guest [--listen ADDR:PORT] [--default-user NAME] [--command-processes N]");
             }
         }
 
@@ -56,6 +67,6 @@ internal sealed record AgentOptions
         }
 
         Environment.SetEnvironmentVariable("AIRLOCK_ACCESS_TOKEN", null);
-        return new AgentOptions { Listen = endpoint, AccessToken = token, DefaultUser = defaultUser, SandboxEnvironment = environment };
+        return new AgentOptions { Listen = endpoint, AccessToken = token, DefaultUser = defaultUser, SandboxEnvironment = environment, CommandProcesses = commandProcesses };
     }
 }

@@ -49,6 +49,15 @@ internal sealed partial class ProcessTable(AgentOptions options, AgentState stat
             UseShellExecute = false,
             WorkingDirectory = cwd,
         };
+        if (options.CommandProcesses is { } processes)
+        {
+            // Counted per uid by the kernel: a command's fork bomb stops here, leaving the rest of the sandbox's pids
+            // limit to the agent (which shares the uid in the process boundary).
+            start.ArgumentList.Add("prlimit");
+            start.ArgumentList.Add(string.Create(System.Globalization.CultureInfo.InvariantCulture, $"--nproc={processes}"));
+            start.ArgumentList.Add("--");
+        }
+
         if (OomProtection.Protected)
         {
             // The agent's -1000 would be inherited: commands are ordinary candidates for the OOM killer again.

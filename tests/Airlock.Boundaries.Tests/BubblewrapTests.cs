@@ -12,6 +12,9 @@ public sealed class BubblewrapTests(Harness harness) : IClassFixture<Harness>
     private const string Python = "python3 - <<'PY'\nimport ctypes, os\nlibc = ctypes.CDLL(None, use_errno=True)\n";
 
     [Fact]
+    public Task A_fork_bomb_leaves_the_agent_answering() => SharedChecks.A_fork_bomb_leaves_the_agent_answering(harness);
+
+    [Fact]
     public async Task The_host_offers_the_process_boundary()
     {
         var availability = await harness.Driver.ProbeAsync(CancellationToken.None);

@@ -12,6 +12,9 @@ public sealed class ContainerTests(ContainerHarness harness) : IClassFixture<Con
     private static readonly CgroupManager Cgroups = new();
 
     [Fact]
+    public Task A_fork_bomb_leaves_the_agent_answering() => SharedChecks.A_fork_bomb_leaves_the_agent_answering(harness);
+
+    [Fact]
     public async Task The_host_offers_the_container_boundary_and_says_why_not_crun()
     {
         var availability = await harness.Driver.ProbeAsync(CancellationToken.None);

@@ -216,3 +216,34 @@ public sealed class ContainerWithoutUserNamespaceHarness : Harness
 {
     protected override ISandboxDriver CreateDriver() => new Airlock.Boundaries.Container.RuncDriver(new Airlock.Boundaries.Container.RuncOptions { DataDir = DataDir, UserNamespace = false });
 }
+
+/// <summary>Checks both host-kernel boundaries share.</summary>
+public static class SharedChecks
+{
+    /// <summary>
+    /// An unbounded fork bomb runs; the agent must still start a command: the commands' RLIMIT_NPROC stops the bomb
+    /// below the sandbox's pids limit, leaving the agent room.
+    /// </summary>
+    public static async Task A_fork_bomb_leaves_the_agent_answering(Harness harness)
+    {
+        await using var sandbox = await harness.StartAsync(new SandboxLimits { Pids = 96 });
+        using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(40));
+        var bomb = Task.Run(async () =>
+        {
+            try
+            {
+                await foreach (var _ in sandbox.Envd.StartAsync(new ProcessSpec { Command = "/bin/bash", Args = ["-c", "b(){ b|b& }; b"] }, cts.Token))
+                {
+                }
+            }
+            catch (Exception e) when (e is OperationCanceledException or HttpRequestException or IOException or EnvdException)
+            {
+            }
+        });
+        await Task.Delay(TimeSpan.FromSeconds(3));
+        var (stdout, _, exit) = await sandbox.RunAsync("echo alive", timeoutSeconds: 20);
+        Assert.Equal((0, "alive\n"), (exit, stdout));
+        await cts.CancelAsync();
+        await bomb;
+    }
+}

@@ -316,7 +316,8 @@ public sealed class RuncDriver : ISandboxDriver, IPausableDriver
 
             // tini: subreaper for orphans (-s), signals to the whole group (-g), and unless the sandbox outlives airlockd,
             // death with the runtime that started it (-p), which itself dies with airlockd.
-            string[] args = [InitPathInside, "-s", "-g", .. launch.KeepOnShutdown ? Array.Empty<string>() : ["-p", "SIGKILL"], "--", AgentPathInside, "--listen", $"{launch.Network.SandboxAddress}:{_options.AgentPort}", "--default-user", "user"];
+            string[] args = [InitPathInside, "-s", "-g", .. launch.KeepOnShutdown ? Array.Empty<string>() : ["-p", "SIGKILL"], "--", AgentPathInside, "--listen", $"{launch.Network.SandboxAddress}:{_options.AgentPort}", "--default-user", "user",
+                "--command-processes", launch.Limits.CommandProcesses.ToString(CultureInfo.InvariantCulture)];
             var spec = BuildSpec(WritableLayer.Merged(launch.StateDir), args, env, launch.Hostname, $"/run/netns/{launch.Network.Namespace}", idBase, launch.Limits, cgroupsPath, mountAgent: true, launch.GuestAgentPath);
             var bundle = Path.Combine(launch.StateDir, "bundle");
             Directory.CreateDirectory(bundle);

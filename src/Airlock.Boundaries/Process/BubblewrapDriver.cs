@@ -302,7 +302,8 @@ public sealed class BubblewrapDriver(BubblewrapOptions options) : ISandboxDriver
             args.AddRange(["--setenv", name, value]);
         }
 
-        args.AddRange(["--seccomp", "9", AgentPathInside, "--listen", $"{launch.Network.SandboxAddress}:{options.AgentPort}"]);
+        args.AddRange(["--seccomp", "9", AgentPathInside, "--listen", $"{launch.Network.SandboxAddress}:{options.AgentPort}",
+            "--command-processes", launch.Limits.CommandProcesses.ToString(CultureInfo.InvariantCulture)]);
         foreach (var arg in args)
         {
             start.ArgumentList.Add(arg);

@@ -5,6 +5,13 @@ public sealed record SandboxLimits
 {
     public int MemoryMiB { get; init; } = 512;
     public int Pids { get; init; } = 256;
+
+    /// <summary>
+    /// Processes the agent lets the commands it starts have (RLIMIT_NPROC): below <see cref="Pids"/>, so a fork bomb
+    /// runs out before the agent does.
+    /// </summary>
+    [System.Text.Json.Serialization.JsonIgnore]
+    public int CommandProcesses => Math.Max(Pids / 2, Pids - 48);
     /// <summary>CPU quota in millicores (1000 = one core).</summary>
     public int CpuMillis { get; init; } = 1000;
     public int VCpus { get; init; } = 1;
