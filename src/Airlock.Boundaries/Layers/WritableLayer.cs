@@ -46,6 +46,8 @@ internal static class WritableLayer
             file.SetLength((long)sizeMiB * 1024 * 1024);
         }
 
+        UnixFiles.SetMode(building, UnixFileMode.UserRead | UnixFileMode.UserWrite); // the sandbox's files: root's alone on the host
+
         // No reserved blocks (the sandbox gets the whole quota), lazy init (sparse stays sparse).
         var mkfs = await Cli.Wrap("mkfs.ext4")
             .WithArguments(["-q", "-F", "-m", "0", "-E", "lazy_itable_init=1,lazy_journal_init=1,nodiscard", "-L", "airlock-layer", building])
