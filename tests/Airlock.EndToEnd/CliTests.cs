@@ -119,6 +119,7 @@ public sealed class CliTests : IAsyncLifetime
         var broken = await Airlock("audit", "verify", "--data-dir", _host.DataDir, "--json");
         Assert.Equal(1, broken.ExitCode);
         Assert.Contains("FirstBrokenSeq", broken.StandardOutput, StringComparison.OrdinalIgnoreCase);
+        _host.DeleteDataDir(); // the tampered chain's airlockd is gone; the class goes on with a fresh one
         _host = await AirlockHost.StartAsync();
     }
 

@@ -251,19 +251,39 @@ public static class AirlockServer
 }
 
 /// <summary>Reconciles on start; kills or keeps sandboxes on stop.</summary>
-internal sealed class SandboxLifecycleService(SandboxManager manager) : IHostedService
+internal sealed class SandboxLifecycleService(SandboxManager manager) : IHostedService, IDisposable
 {
+    private readonly CancellationTokenSource _stopping = new();
+    private Task _probes = Task.CompletedTask;
+
     public async Task StartAsync(CancellationToken cancellationToken)
     {
         await manager.ReconcileAsync(cancellationToken);
         manager.StartReaper();
 
-        // Probe every boundary once now (the microvm probe boots a kernel, KVM bounded) rather than on the first create.
-        foreach (var driver in manager.Drivers.Values)
-        {
-            _ = driver.ProbeAsync(CancellationToken.None);
-        }
+        // Probe every boundary once now (the microvm probe boots a kernel, KVM bounded) rather than on the first create;
+        // a stop cancels them, so none writes into a data directory after airlockd is gone.
+        _probes = Task.WhenAll(manager.Drivers.Values.Select(driver => ProbeQuietlyAsync(driver, _stopping.Token)));
     }
 
-    public Task StopAsync(CancellationToken cancellationToken) => manager.ShutdownAsync(cancellationToken);
+    public async Task StopAsync(CancellationToken cancellationToken)
+    {
+        await _stopping.CancelAsync();
+        await manager.ShutdownAsync(cancellationToken);
+        await _probes.WaitAsync(cancellationToken);
+    }
+
+    public void Dispose() => _stopping.Dispose();
+
+    private static async Task ProbeQuietlyAsync(ISandboxDriver driver, CancellationToken cancellationToken)
+    {
+        try
+        {
+            await driver.ProbeAsync(cancellationToken);
+        }
+        catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
+        {
+            // airlockd is stopping; the next create probes again.
+        }
+    }
 }
