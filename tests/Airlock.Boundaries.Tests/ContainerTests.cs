@@ -138,6 +138,7 @@ public sealed class ContainerTests(ContainerHarness harness) : IClassFixture<Con
     {
         var sandbox = await harness.StartAsync();
         await sandbox.RunAsync("echo kept > ~/note; (sleep 900 &); echo started");
+        await sandbox.RunAsRootAsync("echo root-file > /usr/local/kept-by-root");
         var driver = (IPausableDriver)harness.Driver;
         await driver.PauseAsync(sandbox.Instance, CancellationToken.None);
         Assert.Empty(Cgroups.Pids(sandbox.Id));
@@ -149,8 +150,11 @@ public sealed class ContainerTests(ContainerHarness harness) : IClassFixture<Con
         await using (resumed)
         {
             Assert.Contains("processes were stopped", resumed.Instance.Report.StartedFrom, StringComparison.Ordinal);
-            var (stdout, _, _) = await resumed.RunAsync("cat ~/note; pgrep -c sleep || true");
-            Assert.Equal("kept\n0\n", stdout);
+            Assert.NotEqual(sandbox.Launch.Network.Index, resumed.Launch.Network.Index);
+            var (stdout, _, _) = await resumed.RunAsync("cat ~/note; pgrep -c sleep || true; echo more >> ~/note && stat -c '%U' ~/note /usr/local/kept-by-root");
+            Assert.Equal("kept\n0\nuser\nroot\n", stdout); // the files followed the sandbox to its new id range
+            var (rootOut, _, _) = await resumed.RunAsRootAsync("cat /usr/local/kept-by-root");
+            Assert.Equal("root-file\n", rootOut);
         }
     }
 

@@ -161,8 +161,11 @@ public sealed class TestSandbox : IAsyncDisposable
     {
         _disposed = true;
         _http.Dispose();
+        // The new link is made while the old one still holds its slot, so the resumed sandbox gets another index
+        // (and, in the container boundary, another id range its files must follow).
+        var network = await _harness.Network.CreateAsync("r" + Id[1..], CancellationToken.None);
         await _harness.Network.DeleteAsync(Launch.Network, CancellationToken.None);
-        var launch = Launch with { Network = await _harness.Network.CreateAsync(Id, CancellationToken.None) };
+        var launch = Launch with { Network = network };
         var instance = await driver.ResumeAsync(launch, Instance.Report, CancellationToken.None);
         driver.DiscardPausedState(launch.StateDir);
         var resumed = new TestSandbox(_harness, launch, instance);
