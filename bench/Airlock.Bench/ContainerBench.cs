@@ -24,22 +24,7 @@ internal static class ContainerBench
             await host.RunAsync(warm, "true");
             await host.Http.DeleteAsync($"/sandboxes/{warm.SandboxId}");
 
-            var create = new List<double>();
-            for (var i = 0; i < createRuns; i++)
-            {
-                var sw = Stopwatch.StartNew();
-                var sb = await host.CreateSandboxAsync(request);
-                await foreach (var output in host.Envd(sb).StartAsync(new ProcessSpec { Command = "/bin/echo", Args = ["hi"] }, CancellationToken.None))
-                {
-                    if (output is ProcessStdout)
-                    {
-                        create.Add(sw.Elapsed.TotalMilliseconds);
-                        break;
-                    }
-                }
-
-                await host.Http.DeleteAsync($"/sandboxes/{sb.SandboxId}");
-            }
+            var create = await Stats.CreateToFirstOutputAsync(host, request, createRuns);
 
             // The donor: a live sandbox whose bundle (and mounted rootfs and network namespace) raw runc reuses.
             var donor = await host.CreateSandboxAsync(request);
@@ -79,13 +64,7 @@ internal static class ContainerBench
     /// <summary>Milliseconds from spawning <c>runc run</c> to the first byte the container prints.</summary>
     private static async Task<double> RawRuncAsync(string bundle, string id)
     {
-        var start = new ProcessStartInfo("runc", ["--root", "/run/airlock/bench", "run", "--bundle", bundle, id]) { RedirectStandardOutput = true };
-        var sw = Stopwatch.StartNew();
-        using var process = Process.Start(start)!;
-        var buffer = new char[16];
-        await process.StandardOutput.ReadAsync(buffer);
-        var first = sw.Elapsed.TotalMilliseconds;
-        await process.WaitForExitAsync();
+        var (first, _) = await Stats.SpawnAsync(new ProcessStartInfo("runc", ["--root", "/run/airlock/bench", "run", "--bundle", bundle, id]));
         await Cli.Wrap("runc").WithArguments(["--root", "/run/airlock/bench", "delete", "--force", id]).WithValidation(CommandResultValidation.None).ExecuteAsync();
         foreach (var controller in Directory.EnumerateDirectories("/sys/fs/cgroup"))
         {

@@ -37,22 +37,7 @@ internal static class MicroVmBench
                 await host.Http.DeleteAsync($"/sandboxes/{sb.SandboxId}");
             }
 
-            var create = new List<double>();
-            for (var i = 0; i < createRuns; i++)
-            {
-                var sw = Stopwatch.StartNew();
-                var sb = await host.CreateSandboxAsync(new NewSandboxRequest { TemplateId = "base", Timeout = 600 });
-                await foreach (var output in host.Envd(sb).StartAsync(new ProcessSpec { Command = "/bin/echo", Args = ["hi"] }, CancellationToken.None))
-                {
-                    if (output is ProcessStdout)
-                    {
-                        create.Add(sw.Elapsed.TotalMilliseconds);
-                        break;
-                    }
-                }
-
-                await host.Http.DeleteAsync($"/sandboxes/{sb.SandboxId}");
-            }
+            var create = await Stats.CreateToFirstOutputAsync(host, new NewSandboxRequest { TemplateId = "base", Timeout = 600 }, createRuns);
 
             // Pause/resume of a guest that has touched ~256 MiB of its 512 MiB.
             var vm = await host.CreateSandboxAsync(new NewSandboxRequest { TemplateId = "base", Timeout = 1200 });

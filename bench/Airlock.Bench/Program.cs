@@ -31,22 +31,7 @@ try
     await host.RunAsync(warm, "true");
     await host.Http.DeleteAsync($"/sandboxes/{warm.SandboxId}");
 
-    var create = new List<double>();
-    for (var i = 0; i < createRuns; i++)
-    {
-        var sw = Stopwatch.StartNew();
-        var sb = await host.CreateSandboxAsync();
-        await foreach (var output in host.Envd(sb).StartAsync(new ProcessSpec { Command = "/bin/echo", Args = ["hi"] }, CancellationToken.None))
-        {
-            if (output is ProcessStdout)
-            {
-                create.Add(sw.Elapsed.TotalMilliseconds);
-                break;
-            }
-        }
-
-        await host.Http.DeleteAsync($"/sandboxes/{sb.SandboxId}");
-    }
+    var create = await Stats.CreateToFirstOutputAsync(host, null, createRuns);
 
     var running = await host.CreateSandboxAsync();
     var envd = host.Envd(running);
@@ -85,20 +70,8 @@ finally
     host.DeleteDataDir();
 }
 
-static async Task<(double First, double Exit)> RawBwrapAsync(string rootfs)
-{
-    var start = new ProcessStartInfo("bwrap", ["--ro-bind", rootfs, "/", "--proc", "/proc", "--dev", "/dev", "--unshare-all", "--die-with-parent", "--new-session", "/bin/echo", "hi"])
-    {
-        RedirectStandardOutput = true,
-    };
-    var sw = Stopwatch.StartNew();
-    using var process = Process.Start(start)!;
-    var buffer = new char[16];
-    await process.StandardOutput.ReadAsync(buffer);
-    var first = sw.Elapsed.TotalMilliseconds;
-    await process.WaitForExitAsync();
-    return (first, sw.Elapsed.TotalMilliseconds);
-}
+static Task<(double First, double Exit)> RawBwrapAsync(string rootfs) =>
+    Stats.SpawnAsync(new ProcessStartInfo("bwrap", ["--ro-bind", rootfs, "/", "--proc", "/proc", "--dev", "/dev", "--unshare-all", "--die-with-parent", "--new-session", "/bin/echo", "hi"]));
 
 int Arg(string name, int fallback)
 {

@@ -23,6 +23,11 @@ public sealed class CgroupManager
 
     public string Mode => IsV2 ? "v2" : "v1 (hybrid)";
 
+    /// <summary>Whether swap can be limited here (memory.swap.max on v2, memory.memsw.* on v1: swap accounting on).</summary>
+    public bool CanLimitSwap => IsV2
+        ? File.Exists(Path.Combine(_root, Parent, "memory.swap.max")) || Directory.EnumerateFiles(_root, "memory.swap.*").Any()
+        : File.Exists(Path.Combine(_root, "memory", "memory.memsw.limit_in_bytes"));
+
     /// <summary>Creates the sandbox's cgroup(s) with its limits; returns the cgroup.procs files to join.</summary>
     public IReadOnlyList<string> Create(string sandboxId, SandboxLimits limits)
     {

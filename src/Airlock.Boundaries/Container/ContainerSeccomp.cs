@@ -17,11 +17,11 @@ internal static class ContainerSeccomp
     private const uint Eperm = 1;
     private const uint Enosys = 38;
 
-    /// <summary>clone flags that create namespaces: NEWNS, NEWCGROUP, NEWUTS, NEWIPC, NEWUSER, NEWPID, NEWNET, NEWTIME.</summary>
-    private const ulong NamespaceFlags = 0x00020000 | 0x02000000 | 0x04000000 | 0x08000000 | 0x10000000 | 0x20000000 | 0x40000000 | 0x00000080;
+    /// <summary>Every clone flag that creates a namespace, as one mask (the process boundary's list).</summary>
+    private static readonly ulong NamespaceFlags = SeccompProfile.NamespaceFlags.Aggregate(0UL, (mask, flag) => mask | flag);
 
-    /// <summary>TIOCSTI (push input into a terminal) and TIOCLINUX (console selection paste).</summary>
-    private static readonly ulong[] DeniedIoctls = [0x5412, 0x541C];
+    /// <summary>TIOCSTI and TIOCLINUX, as the process boundary denies them.</summary>
+    private static IReadOnlyList<ulong> DeniedIoctls => SeccompProfile.DeniedIoctls;
 
     /// <summary>The allowlist, grouped by what programs use it for (x86_64 names; unknown names are skipped by the runtime).</summary>
     internal static readonly IReadOnlyList<string> Allowed =

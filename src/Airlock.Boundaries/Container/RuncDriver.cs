@@ -82,7 +82,7 @@ public sealed class RuncDriver : ISandboxDriver, IPausableDriver
 
         foreach (var tool in new[] { "nsenter", "setpriv", "unshare", "mkfs.ext4", "mount" })
         {
-            if (await TryRunAsync(tool, ["--version"], cancellationToken) is null)
+            if (await HostTools.TryRunAsync(tool, ["--version"], cancellationToken) is null)
             {
                 missing.Add($"{tool} (util-linux / e2fsprogs)");
             }
@@ -116,7 +116,7 @@ public sealed class RuncDriver : ISandboxDriver, IPausableDriver
         var versions = new Dictionary<string, string>(StringComparer.Ordinal);
         foreach (var runtime in candidates)
         {
-            var version = await TryRunAsync(runtime, ["--version"], cancellationToken);
+            var version = await HostTools.TryRunAsync(runtime, ["--version"], cancellationToken);
             if (version is { ExitCode: 0 })
             {
                 versions[runtime] = version.StandardOutput.Split('\n')[0].Replace("runc version ", string.Empty, StringComparison.Ordinal).Replace("crun version ", string.Empty, StringComparison.Ordinal).Trim();
@@ -201,7 +201,7 @@ public sealed class RuncDriver : ISandboxDriver, IPausableDriver
                 NativeMethods.lchown(path, idBase, idBase); // the probe's root owns its root, as a sandbox's does
             }
 
-            if (await TryRunAsync("ip", ["netns", "add", netns], cancellationToken) is not { ExitCode: 0 } added)
+            if (await HostTools.TryRunAsync("ip", ["netns", "add", netns], cancellationToken) is not { ExitCode: 0 } added)
             {
                 return "could not create a network namespace to probe with";
             }
@@ -212,10 +212,10 @@ public sealed class RuncDriver : ISandboxDriver, IPausableDriver
             var bundle = Path.Combine(dir, "bundle");
             Directory.CreateDirectory(bundle);
             await File.WriteAllBytesAsync(Path.Combine(bundle, "config.json"), JsonSerializer.SerializeToUtf8Bytes(spec, OciJsonContext.Default.OciSpec), cancellationToken);
-            SetTraversable(dir);
+            WritableLayer.MakeTraversable(dir, _options.DataDir);
             using var timeout = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
             timeout.CancelAfter(TimeSpan.FromSeconds(20));
-            var run = await TryRunAsync(runtime, ["--root", Path.Combine(_options.StateRoot, runtime), "run", "--bundle", bundle, id], timeout.Token);
+            var run = await HostTools.TryRunAsync(runtime, ["--root", Path.Combine(_options.StateRoot, runtime), "run", "--bundle", bundle, id], timeout.Token);
             return run switch
             {
                 null => $"{runtime} is not installed",
@@ -229,9 +229,9 @@ public sealed class RuncDriver : ISandboxDriver, IPausableDriver
         }
         finally
         {
-            await TryRunAsync(runtime, ["--root", Path.Combine(_options.StateRoot, runtime), "delete", "--force", id], CancellationToken.None);
+            await HostTools.TryRunAsync(runtime, ["--root", Path.Combine(_options.StateRoot, runtime), "delete", "--force", id], CancellationToken.None);
             await _cgroups.DestroyAsync(id, CancellationToken.None);
-            await TryRunAsync("ip", ["netns", "del", netns], CancellationToken.None);
+            await HostTools.TryRunAsync("ip", ["netns", "del", netns], CancellationToken.None);
             if (Directory.Exists(dir))
             {
                 Directory.Delete(dir, recursive: true);
@@ -252,10 +252,10 @@ public sealed class RuncDriver : ISandboxDriver, IPausableDriver
 
         if (!resumed)
         {
-            ValidatePath(launch.RootFs, "template root filesystem");
+            HostTools.ValidatePath(launch.RootFs, "template root filesystem");
         }
 
-        ValidatePath(launch.StateDir, "state directory");
+        HostTools.ValidatePath(launch.StateDir, "state directory");
         if (!File.Exists(launch.GuestAgentPath))
         {
             throw new InvalidOperationException($"the guest agent '{launch.GuestAgentPath}' does not exist");
@@ -280,7 +280,7 @@ public sealed class RuncDriver : ISandboxDriver, IPausableDriver
             PrepareUpper(WritableLayer.Upper(launch.StateDir), idBase ?? 0);
 
             var cgroupsPath = $"/airlock/{launch.SandboxId}";
-            if (!SwapAccounted() && File.ReadLines("/proc/swaps").Skip(1).Any())
+            if (!_cgroups.CanLimitSwap && File.ReadLines("/proc/swaps").Skip(1).Any())
             {
                 throw new InvalidOperationException("a limit could not be applied, so the sandbox does not start: swap (the host has swap but its cgroups cannot account it: no memory.memsw.limit_in_bytes / memory.swap.max; boot with swapaccount=1)");
             }
@@ -323,7 +323,7 @@ public sealed class RuncDriver : ISandboxDriver, IPausableDriver
             Directory.CreateDirectory(bundle);
             UnixFiles.SetMode(bundle, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
             await File.WriteAllBytesAsync(Path.Combine(bundle, "config.json"), JsonSerializer.SerializeToUtf8Bytes(spec, OciJsonContext.Default.OciSpec), cancellationToken);
-            SetTraversable(launch.StateDir);
+            WritableLayer.MakeTraversable(launch.StateDir, _options.DataDir);
 
             var pidFile = Path.Combine(launch.StateDir, "init.pid");
             File.Delete(pidFile);
@@ -335,7 +335,7 @@ public sealed class RuncDriver : ISandboxDriver, IPausableDriver
                 Boundary = BoundaryKind.Container.Name(),
                 Driver = Name,
                 Runtime = $"{_runtime} {_version}",
-                Kernel = File.ReadAllText("/proc/sys/kernel/osrelease").Trim(),
+                Kernel = HostTools.HostKernel(),
                 Seccomp = _seccomp!.Value.Description,
                 Cgroup = _cgroups.IsV2 ? "v2" : "v1",
                 UserNamespace = _userns,
@@ -349,12 +349,8 @@ public sealed class RuncDriver : ISandboxDriver, IPausableDriver
         }
         catch
         {
-            await StopAsync(launch.SandboxId, launch.StateDir, CancellationToken.None);
-            if (!resumed)
-            {
-                await CleanupAsync(launch.SandboxId, launch.StateDir, CancellationToken.None);
-            }
-
+            // A failed resume keeps its layer (the sandbox stays paused); a failed start leaves nothing.
+            await (resumed ? StopAsync(launch.SandboxId, launch.StateDir, CancellationToken.None) : CleanupAsync(launch.SandboxId, launch.StateDir, CancellationToken.None));
             throw;
         }
     }
@@ -366,7 +362,7 @@ public sealed class RuncDriver : ISandboxDriver, IPausableDriver
             return null;
         }
 
-        var state = await TryRunAsync(_runtime, [.. RuntimeArgs(), "state", record.SandboxId], cancellationToken);
+        var state = await HostTools.TryRunAsync(_runtime, [.. RuntimeArgs(), "state", record.SandboxId], cancellationToken);
         var status = state is { ExitCode: 0 } ? JsonSerializer.Deserialize(state.StandardOutput, OciJsonContext.Default.OciState)?.Status : null;
         var instance = new RuncInstance(this, record.SandboxId, launch.StateDir, record.Report, null, pid, _cgroups);
         if (status == "paused")
@@ -380,17 +376,9 @@ public sealed class RuncDriver : ISandboxDriver, IPausableDriver
     public async Task<IReadOnlyList<string>> CleanupAsync(string sandboxId, string stateDir, CancellationToken cancellationToken)
     {
         var actions = new List<string>(await StopAsync(sandboxId, stateDir, cancellationToken));
-        if (Directory.Exists(stateDir))
+        if (WritableLayer.RemoveStateDir(stateDir) is { } removed)
         {
-            if (BoundaryMounts.MountPoints().Any(m => m.StartsWith(stateDir + "/", StringComparison.Ordinal)))
-            {
-                actions.Add($"kept {stateDir}: something is still mounted under it");
-            }
-            else
-            {
-                Directory.Delete(stateDir, recursive: true);
-                actions.Add($"removed {stateDir}");
-            }
+            actions.Add(removed);
         }
 
         return actions;
@@ -400,7 +388,7 @@ public sealed class RuncDriver : ISandboxDriver, IPausableDriver
     internal async Task<IReadOnlyList<string>> StopAsync(string sandboxId, string stateDir, CancellationToken cancellationToken)
     {
         var actions = new List<string>();
-        var delete = await TryRunAsync(_runtime, [.. RuntimeArgs(), "delete", "--force", sandboxId], cancellationToken);
+        var delete = await HostTools.TryRunAsync(_runtime, [.. RuntimeArgs(), "delete", "--force", sandboxId], cancellationToken);
         if (delete is { ExitCode: 0 })
         {
             actions.Add($"{_runtime} deleted container {sandboxId}");
@@ -414,22 +402,13 @@ public sealed class RuncDriver : ISandboxDriver, IPausableDriver
     public async Task<IReadOnlyCollection<string>> FindLeftoversAsync(CancellationToken cancellationToken)
     {
         var ids = new HashSet<string>(StringComparer.Ordinal);
-        var list = await TryRunAsync(_runtime, [.. RuntimeArgs(), "list", "--quiet"], cancellationToken);
+        var list = await HostTools.TryRunAsync(_runtime, [.. RuntimeArgs(), "list", "--quiet"], cancellationToken);
         if (list is { ExitCode: 0 })
         {
             ids.UnionWith(list.StandardOutput.Split('\n', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries));
         }
 
-        var prefix = SandboxesDir + "/";
-        foreach (var mountPoint in BoundaryMounts.MountPoints())
-        {
-            if (mountPoint.StartsWith(prefix, StringComparison.Ordinal)
-                && (mountPoint.EndsWith("/layer", StringComparison.Ordinal) || mountPoint.EndsWith("/lower", StringComparison.Ordinal)))
-            {
-                ids.Add(mountPoint[prefix.Length..mountPoint.LastIndexOf('/')]);
-            }
-        }
-
+        ids.UnionWith(WritableLayer.MountedSandboxIds(SandboxesDir, "layer", "lower"));
         ids.RemoveWhere(id => id.StartsWith("probe-", StringComparison.Ordinal) || id.Contains('/', StringComparison.Ordinal));
         return ids;
     }
@@ -519,7 +498,7 @@ public sealed class RuncDriver : ISandboxDriver, IPausableDriver
                 CgroupsPath = cgroupsPath,
                 Resources = new OciResources
                 {
-                    Memory = new OciMemory { Limit = memory, Swap = SwapAccounted() ? memory : null },
+                    Memory = new OciMemory { Limit = memory, Swap = _cgroups.CanLimitSwap ? memory : null },
                     Cpu = new OciCpu((long)limits.CpuMillis * 100, 100000),
                     Pids = new OciPids(limits.Pids),
                 },
@@ -536,10 +515,6 @@ public sealed class RuncDriver : ISandboxDriver, IPausableDriver
         .Where(l => l.StartsWith("Max open files", StringComparison.Ordinal))
         .Select(l => ulong.TryParse(l.Split(' ', StringSplitOptions.RemoveEmptyEntries)[4], CultureInfo.InvariantCulture, out var hard) ? hard : 1024UL)
         .DefaultIfEmpty(1024UL).First());
-
-    private bool SwapAccounted() => _cgroups.IsV2
-        ? File.Exists(Path.Combine(_options.CgroupRoot, "airlock", "memory.swap.max")) || Directory.EnumerateFiles(_options.CgroupRoot, "memory.swap.*").Any()
-        : File.Exists(Path.Combine(_options.CgroupRoot, "memory", "memory.memsw.limit_in_bytes"));
 
     /// <summary>Mount points for the agent and init, owned by the container's root.</summary>
     private static void PrepareUpper(string upper, uint idBase)
@@ -562,7 +537,7 @@ public sealed class RuncDriver : ISandboxDriver, IPausableDriver
     }
 
     /// <summary>Moves the ownership of everything in the upper layer to a new id range (a resume onto another slot).</summary>
-    private static void ShiftOwnership(string stateDir, uint idBase)
+    private void ShiftOwnership(string stateDir, uint idBase)
     {
         var saved = Path.Combine(stateDir, "idbase");
         if (!File.Exists(saved) || !uint.TryParse(File.ReadAllText(saved), CultureInfo.InvariantCulture, out var old) || old == idBase)
@@ -581,7 +556,7 @@ public sealed class RuncDriver : ISandboxDriver, IPausableDriver
             NativeMethods.lchown(path, Shift(uid, old, idBase), Shift(gid, old, idBase));
         }
 
-        static uint Shift(uint id, uint from, uint to) => id >= from && id - from < 65536 ? to + (id - from) : id;
+        uint Shift(uint id, uint from, uint to) => id >= from && id - from < _options.IdsPerSandbox ? to + (id - from) : id;
     }
 
     private ProcessStartInfo LaunchCommand(SandboxLaunch launch, string bundle, string pidFile)
@@ -628,34 +603,4 @@ public sealed class RuncDriver : ISandboxDriver, IPausableDriver
         throw new InvalidOperationException($"the OCI runtime did not start the container: {tail}");
     }
 
-    /// <summary>The runtime (running as root in a user namespace) must reach the bundle's root through the state dir.</summary>
-    private void SetTraversable(string dir)
-    {
-        var dataDir = Path.TrimEndingDirectorySeparator(Path.GetFullPath(_options.DataDir));
-        for (var d = dir; d.Length > 1 && d.StartsWith(dataDir, StringComparison.Ordinal); d = Path.GetDirectoryName(d)!)
-        {
-            UnixFiles.AddMode(d, UnixFileMode.OtherExecute);
-        }
-    }
-
-    private static void ValidatePath(string path, string what)
-    {
-        if (string.IsNullOrEmpty(path) || !Path.IsPathFullyQualified(path) || path.IndexOfAny([',', ':', '\n', '\\']) >= 0)
-        {
-            throw new InvalidOperationException($"the {what} path '{path}' must be absolute and free of ',', ':' and '\\'");
-        }
-    }
-
-    /// <summary>Runs a tool to completion; null when it is not installed.</summary>
-    internal static async Task<BufferedCommandResult?> TryRunAsync(string tool, string[] args, CancellationToken cancellationToken)
-    {
-        try
-        {
-            return await Cli.Wrap(tool).WithArguments(args).WithValidation(CommandResultValidation.None).ExecuteBufferedAsync(cancellationToken);
-        }
-        catch (System.ComponentModel.Win32Exception)
-        {
-            return null;
-        }
-    }
 }

@@ -51,7 +51,7 @@ internal sealed class RuncInstance : ISandboxInstance, IFreezableInstance
             return;
         }
 
-        var result = await RuncDriver.TryRunAsync(_driver.RuntimeBinary, [.. _driver.RuntimeArgs(), "pause", SandboxId], cancellationToken);
+        var result = await HostTools.TryRunAsync(_driver.RuntimeBinary, [.. _driver.RuntimeArgs(), "pause", SandboxId], cancellationToken);
         if (result is not { ExitCode: 0 })
         {
             throw new InvalidOperationException($"{_driver.RuntimeBinary} pause failed: {result?.StandardError.Trim()}");
@@ -69,7 +69,7 @@ internal sealed class RuncInstance : ISandboxInstance, IFreezableInstance
     /// <summary>Lets a frozen container run again.</summary>
     public async Task ThawAsync(CancellationToken cancellationToken)
     {
-        var result = await RuncDriver.TryRunAsync(_driver.RuntimeBinary, [.. _driver.RuntimeArgs(), "resume", SandboxId], cancellationToken);
+        var result = await HostTools.TryRunAsync(_driver.RuntimeBinary, [.. _driver.RuntimeArgs(), "resume", SandboxId], cancellationToken);
         if (result is not { ExitCode: 0 })
         {
             throw new InvalidOperationException($"{_driver.RuntimeBinary} resume failed: {result?.StandardError.Trim()}");
@@ -98,7 +98,7 @@ internal sealed class RuncInstance : ISandboxInstance, IFreezableInstance
         if (!_exited.Task.IsCompleted)
         {
             // tini passes SIGTERM to the agent, which stops its commands; then delete --force and the cgroup make sure.
-            await RuncDriver.TryRunAsync(_driver.RuntimeBinary, [.. _driver.RuntimeArgs(), "kill", SandboxId, "TERM"], cancellationToken);
+            await HostTools.TryRunAsync(_driver.RuntimeBinary, [.. _driver.RuntimeArgs(), "kill", SandboxId, "TERM"], cancellationToken);
             await Task.WhenAny(_exited.Task, Task.Delay(TimeSpan.FromMilliseconds(500), cancellationToken));
         }
 

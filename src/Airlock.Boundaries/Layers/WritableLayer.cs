@@ -152,7 +152,70 @@ internal static class WritableLayer
         return NativeMethods.AllocatedBytes(image) ?? new FileInfo(image).Length;
     }
 
-    public static bool IsMountPoint(string dir) => BoundaryMounts.MountPoints().Contains(dir);
+    public static bool IsMountPoint(string dir) => HostTools.MountPoints().Contains(dir);
+
+    /// <summary>Deletes a sandbox's state directory unless something is still mounted under it; says which it did.</summary>
+    public static string? RemoveStateDir(string stateDir)
+    {
+        if (!Directory.Exists(stateDir))
+        {
+            return null;
+        }
+
+        if (HostTools.MountPoints().Any(m => m == stateDir || m.StartsWith(stateDir + "/", StringComparison.Ordinal)))
+        {
+            return $"kept {stateDir}: something is still mounted under it";
+        }
+
+        Directory.Delete(stateDir, recursive: true);
+        return $"removed {stateDir}";
+    }
+
+    /// <summary>Ids of sandboxes under <paramref name="sandboxesDir"/> with one of the named mounts still attached.</summary>
+    public static IEnumerable<string> MountedSandboxIds(string sandboxesDir, params string[] mounts)
+    {
+        var prefix = sandboxesDir + "/";
+        foreach (var mountPoint in HostTools.MountPoints())
+        {
+            if (mountPoint.StartsWith(prefix, StringComparison.Ordinal) && mounts.Contains(Path.GetFileName(mountPoint)))
+            {
+                var id = mountPoint[prefix.Length..mountPoint.LastIndexOf('/')];
+                if (!id.StartsWith("probe-", StringComparison.Ordinal) && !id.Contains('/', StringComparison.Ordinal))
+                {
+                    yield return id;
+                }
+            }
+        }
+    }
+
+    /// <summary>
+    /// Lets others pass through (execute only: not list) every directory from <paramref name="dir"/> up, so a sandbox's
+    /// unprivileged host ids can open its root by path; only Airlock's own directories are changed.
+    /// </summary>
+    public static void MakeTraversable(string dir, string dataDirectory)
+    {
+        var dataDir = Path.TrimEndingDirectorySeparator(Path.GetFullPath(dataDirectory));
+        for (var d = dir; d.Length > 1; d = Path.GetDirectoryName(d)!)
+        {
+            if (OperatingSystem.IsWindows())
+            {
+                throw new PlatformNotSupportedException("Airlock's sandbox drivers need Linux");
+            }
+
+            var mode = File.GetUnixFileMode(d);
+            if ((mode & UnixFileMode.OtherExecute) != 0)
+            {
+                continue;
+            }
+
+            if (!d.StartsWith(dataDir, StringComparison.Ordinal))
+            {
+                throw new InvalidOperationException($"sandbox uids cannot pass through '{d}' (mode {mode}); put the data directory where others may traverse, or chmod o+x '{d}'");
+            }
+
+            File.SetUnixFileMode(d, mode | UnixFileMode.OtherExecute);
+        }
+    }
 
     /// <summary>
     /// Attaches an idmapped view of <paramref name="source"/> at <paramref name="target"/>: host ids 0..count appear as
@@ -234,23 +297,6 @@ internal static class WritableLayer
         if (NativeMethods.lchown(path, id, id) != 0)
         {
             throw new InvalidOperationException($"chown {path} to {id} failed: {Marshal.GetPInvokeErrorMessage(Marshal.GetLastPInvokeError())}");
-        }
-    }
-}
-
-/// <summary>The mount table of airlockd's mount namespace.</summary>
-internal static class BoundaryMounts
-{
-    /// <summary>Mount points from /proc/self/mountinfo (octal escapes for spaces undone).</summary>
-    public static IEnumerable<string> MountPoints()
-    {
-        foreach (var line in File.ReadLines("/proc/self/mountinfo"))
-        {
-            var fields = line.Split(' ');
-            if (fields.Length > 4)
-            {
-                yield return fields[4].Replace("\\040", " ", StringComparison.Ordinal);
-            }
         }
     }
 }

@@ -62,14 +62,14 @@ public sealed class QemuDriver(QemuOptions options, INetworkManager network) : I
             missing.Add("root (airlockd creates tap devices, cgroups and enters network namespaces)");
         }
 
-        var version = await TryRunAsync(options.Qemu, ["--version"], cancellationToken);
+        var version = await HostTools.TryRunAsync(options.Qemu, ["--version"], cancellationToken);
         _version = version is { ExitCode: 0 } ? version.StandardOutput.Split('\n')[0].Replace("QEMU emulator version ", "", StringComparison.Ordinal).Trim() : "";
         if (_version.Length == 0)
         {
             missing.Add($"{options.Qemu} (apt install qemu-system-x86)");
         }
 
-        if (await TryRunAsync(options.QemuImg, ["--version"], cancellationToken) is not { ExitCode: 0 })
+        if (await HostTools.TryRunAsync(options.QemuImg, ["--version"], cancellationToken) is not { ExitCode: 0 })
         {
             missing.Add($"{options.QemuImg} (apt install qemu-utils)");
         }
@@ -754,16 +754,4 @@ public sealed class QemuDriver(QemuOptions options, INetworkManager network) : I
     }
 
     internal static string Tail(string text) => string.Join(" | ", text.Split('\n', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).TakeLast(4));
-
-    private static async Task<BufferedCommandResult?> TryRunAsync(string tool, string[] args, CancellationToken cancellationToken)
-    {
-        try
-        {
-            return await Cli.Wrap(tool).WithArguments(args).WithValidation(CommandResultValidation.None).ExecuteBufferedAsync(cancellationToken);
-        }
-        catch (System.ComponentModel.Win32Exception)
-        {
-            return null;
-        }
-    }
 }

@@ -41,7 +41,7 @@ public sealed class BubblewrapDriver(BubblewrapOptions options) : ISandboxDriver
             missing.Add("root (airlockd mounts overlays, creates cgroups and enters network namespaces)");
         }
 
-        var version = await TryRunAsync(options.Bwrap, ["--version"], cancellationToken);
+        var version = await HostTools.TryRunAsync(options.Bwrap, ["--version"], cancellationToken);
         _version = version is { ExitCode: 0 } ? version.StandardOutput.Trim().Replace("bubblewrap ", string.Empty, StringComparison.Ordinal) : null;
         if (_version is null)
         {
@@ -50,14 +50,14 @@ public sealed class BubblewrapDriver(BubblewrapOptions options) : ISandboxDriver
 
         foreach (var tool in new[] { "nsenter", "setpriv" })
         {
-            if (await TryRunAsync(tool, ["--version"], cancellationToken) is not { ExitCode: 0 })
+            if (await HostTools.TryRunAsync(tool, ["--version"], cancellationToken) is not { ExitCode: 0 })
             {
                 missing.Add($"{tool} (util-linux)");
             }
         }
 
         if (!File.ReadAllText("/proc/filesystems").Contains("\toverlay", StringComparison.Ordinal)
-            && await TryRunAsync("modprobe", ["overlay"], cancellationToken) is not { ExitCode: 0 })
+            && await HostTools.TryRunAsync("modprobe", ["overlay"], cancellationToken) is not { ExitCode: 0 })
         {
             missing.Add("overlayfs (kernel module 'overlay')");
         }
@@ -79,7 +79,7 @@ public sealed class BubblewrapDriver(BubblewrapOptions options) : ISandboxDriver
         if (missing.Count == 0 && _version is not null)
         {
             // Unprivileged user namespaces are what bwrap builds everything on; prove them as a sandbox uid would.
-            var probe = await TryRunAsync(
+            var probe = await HostTools.TryRunAsync(
                 "setpriv",
                 [$"--reuid={options.UidBase}", $"--regid={options.UidBase}", "--clear-groups", "--",
                     options.Bwrap, "--unshare-user", "--unshare-pid", "--ro-bind", "/", "/", "--proc", "/proc", "true"],
@@ -103,8 +103,8 @@ public sealed class BubblewrapDriver(BubblewrapOptions options) : ISandboxDriver
             throw new InvalidOperationException(availability.Detail);
         }
 
-        ValidatePath(launch.RootFs, "template root filesystem");
-        ValidatePath(launch.StateDir, "state directory");
+        HostTools.ValidatePath(launch.RootFs, "template root filesystem");
+        HostTools.ValidatePath(launch.StateDir, "state directory");
         if (!File.Exists(launch.GuestAgentPath))
         {
             throw new InvalidOperationException($"the guest agent '{launch.GuestAgentPath}' does not exist");
@@ -126,7 +126,7 @@ public sealed class BubblewrapDriver(BubblewrapOptions options) : ISandboxDriver
                 Boundary = BoundaryKind.Process.Name(),
                 Driver = Name,
                 Runtime = $"bubblewrap {_version}",
-                Kernel = HostKernel(),
+                Kernel = HostTools.HostKernel(),
                 Seccomp = _seccomp.Value.Description,
                 Cgroup = _cgroups.Mode,
                 UserNamespace = true,
@@ -157,18 +157,9 @@ public sealed class BubblewrapDriver(BubblewrapOptions options) : ISandboxDriver
         var actions = new List<string>();
         actions.AddRange(await _cgroups.DestroyAsync(sandboxId, cancellationToken));
         actions.AddRange(Layers.WritableLayer.Unmount(stateDir));
-
-        if (Directory.Exists(stateDir))
+        if (Layers.WritableLayer.RemoveStateDir(stateDir) is { } removed)
         {
-            if (MountedUnder(stateDir))
-            {
-                actions.Add($"kept {stateDir}: something is still mounted under it");
-            }
-            else
-            {
-                Directory.Delete(stateDir, recursive: true);
-                actions.Add($"removed {stateDir}");
-            }
+            actions.Add(removed);
         }
 
         return actions;
@@ -177,16 +168,7 @@ public sealed class BubblewrapDriver(BubblewrapOptions options) : ISandboxDriver
     public Task<IReadOnlyCollection<string>> FindLeftoversAsync(CancellationToken cancellationToken)
     {
         var ids = new HashSet<string>(_cgroups.FindAll(), StringComparer.Ordinal);
-        var prefix = SandboxesDir + "/";
-        foreach (var mountPoint in MountPoints())
-        {
-            if (mountPoint.StartsWith(prefix, StringComparison.Ordinal)
-                && (mountPoint.EndsWith("/merged", StringComparison.Ordinal) || mountPoint.EndsWith("/layer", StringComparison.Ordinal)))
-            {
-                ids.Add(mountPoint[prefix.Length..mountPoint.LastIndexOf('/')]);
-            }
-        }
-
+        ids.UnionWith(Layers.WritableLayer.MountedSandboxIds(SandboxesDir, "merged", "layer"));
         ids.RemoveWhere(id => id.StartsWith("probe-", StringComparison.Ordinal) || id.Contains('/', StringComparison.Ordinal));
         return Task.FromResult<IReadOnlyCollection<string>>(ids);
     }
@@ -204,25 +186,7 @@ public sealed class BubblewrapDriver(BubblewrapOptions options) : ISandboxDriver
         }
 
         Directory.CreateDirectory(launch.StateDir);
-
-        // The sandbox's uid opens the merged root by path, so it must be able to pass through Airlock's own
-        // directories (execute only: it cannot list them or read the keys kept there).
-        var dataDir = Path.TrimEndingDirectorySeparator(Path.GetFullPath(dataDirectory));
-        for (var dir = launch.StateDir; dir.Length > 1; dir = Path.GetDirectoryName(dir)!)
-        {
-            var mode = File.GetUnixFileMode(dir);
-            if ((mode & UnixFileMode.OtherExecute) != 0)
-            {
-                continue;
-            }
-
-            if (!dir.StartsWith(dataDir, StringComparison.Ordinal))
-            {
-                throw new InvalidOperationException($"sandbox uids cannot pass through '{dir}' (mode {mode}); put the data directory where others may traverse, or chmod o+x '{dir}'");
-            }
-
-            File.SetUnixFileMode(dir, mode | UnixFileMode.OtherExecute);
-        }
+        Layers.WritableLayer.MakeTraversable(launch.StateDir, dataDirectory);
 
         await Layers.WritableLayer.CreateImageAsync(launch.StateDir, launch.Limits.DiskMiB, cancellationToken);
         var layer = Layers.WritableLayer.LayerDir(launch.StateDir);
@@ -312,29 +276,6 @@ public sealed class BubblewrapDriver(BubblewrapOptions options) : ISandboxDriver
         return start;
     }
 
-    /// <summary>Runs a tool to completion; null when it is not installed.</summary>
-    private static async Task<BufferedCommandResult?> TryRunAsync(string tool, string[] args, CancellationToken cancellationToken)
-    {
-        try
-        {
-            return await Cli.Wrap(tool).WithArguments(args).WithValidation(CommandResultValidation.None).ExecuteBufferedAsync(cancellationToken);
-        }
-        catch (System.ComponentModel.Win32Exception)
-        {
-            return null;
-        }
-    }
-
-    internal static string HostKernel() => File.ReadAllText("/proc/sys/kernel/osrelease").Trim();
-
-    private static void ValidatePath(string path, string what)
-    {
-        if (string.IsNullOrEmpty(path) || !Path.IsPathFullyQualified(path) || path.IndexOfAny([',', ':', '\n', '\\']) >= 0)
-        {
-            throw new InvalidOperationException($"the {what} path '{path}' must be absolute and free of ',', ':' and '\\'");
-        }
-    }
-
     private static void Chown(string path, uint id)
     {
         if (NativeMethods.lchown(path, id, id) != 0)
@@ -344,17 +285,5 @@ public sealed class BubblewrapDriver(BubblewrapOptions options) : ISandboxDriver
     }
 
     /// <summary>Mount points of this mount namespace, from /proc/self/mountinfo.</summary>
-    public static IEnumerable<string> MountPoints()
-    {
-        foreach (var line in File.ReadLines("/proc/self/mountinfo"))
-        {
-            var fields = line.Split(' ');
-            if (fields.Length > 4)
-            {
-                yield return fields[4].Replace("\\040", " ", StringComparison.Ordinal);
-            }
-        }
-    }
-
-    private static bool MountedUnder(string dir) => MountPoints().Any(m => m.StartsWith(dir + "/", StringComparison.Ordinal) || m == dir);
+    public static IEnumerable<string> MountPoints() => HostTools.MountPoints();
 }

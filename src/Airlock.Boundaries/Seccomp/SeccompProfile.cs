@@ -35,10 +35,10 @@ public static partial class SeccompProfile
     ];
 
     /// <summary>clone flags that create namespaces (CLONE_NEWNS, NEWCGROUP, NEWUTS, NEWIPC, NEWUSER, NEWPID, NEWNET, NEWTIME).</summary>
-    private static readonly ulong[] NamespaceFlags = [0x00020000, 0x02000000, 0x04000000, 0x08000000, 0x10000000, 0x20000000, 0x40000000, 0x00000080];
+    internal static readonly ulong[] NamespaceFlags = [0x00020000, 0x02000000, 0x04000000, 0x08000000, 0x10000000, 0x20000000, 0x40000000, 0x00000080];
 
     /// <summary>TIOCSTI (push input into a terminal) and TIOCLINUX (console selection paste).</summary>
-    private static readonly ulong[] DeniedIoctls = [0x5412, 0x541C];
+    internal static readonly ulong[] DeniedIoctls = [0x5412, 0x541C];
 
     /// <summary>Compiles the filter to BPF; the hash names exactly what was loaded.</summary>
     public static (byte[] Bpf, string Description) Compile(string scratchDirectory)
