@@ -61,8 +61,29 @@ public sealed class NetnsNetworkManager : INetworkManager
     }
 
     /// <inheritdoc />
-    public async Task<SandboxNetwork> CreateAsync(string sandboxId, CancellationToken cancellationToken)
+    public Task ApplyPolicyAsync(SandboxNetwork network, NetworkPolicy policy, CancellationToken cancellationToken)
     {
+        ArgumentNullException.ThrowIfNull(network);
+        ArgumentNullException.ThrowIfNull(policy);
+        // The namespace's firewall is default-deny from its creation; deny-all needs no change.
+        EnsureEnforceable(policy);
+        return Task.CompletedTask;
+    }
+
+    /// <summary>Until the egress door lands, only deny-all can be enforced: anything else is refused, never weakened.</summary>
+    private static void EnsureEnforceable(NetworkPolicy policy)
+    {
+        if (!policy.IsDenyAll)
+        {
+            throw new NotSupportedException("this network manager enforces only the deny-all egress policy (egress allowlists need the egress proxy)");
+        }
+    }
+
+    /// <inheritdoc />
+    public async Task<SandboxNetwork> CreateAsync(string sandboxId, NetworkPolicy policy, CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(policy);
+        EnsureEnforceable(policy);
         NetworkNames.ValidateSandboxId(sandboxId);
         var ns = NetworkNames.Namespace(_options, sandboxId);
         var hostIf = NetworkNames.HostInterface(_options, sandboxId);

@@ -140,7 +140,7 @@ public sealed class ContainerTests(ContainerHarness harness) : IClassFixture<Con
         await sandbox.RunAsync("echo kept > ~/note; (sleep 900 &); echo started");
         await sandbox.RunAsRootAsync("echo root-file > /usr/local/kept-by-root");
         var driver = (IPausableDriver)harness.Driver;
-        await driver.PauseAsync(sandbox.Instance, CancellationToken.None);
+        await driver.PauseAsync(sandbox.Instance, keepMemory: false, CancellationToken.None);
         Assert.Empty(Cgroups.Pids(sandbox.Id));
         Assert.True(driver.HasPausedState(sandbox.Launch.StateDir));
         Assert.InRange(driver.PausedBytes(sandbox.Launch.StateDir), 1, 200L * 1024 * 1024);

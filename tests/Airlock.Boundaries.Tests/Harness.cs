@@ -49,7 +49,7 @@ public class Harness : IAsyncLifetime
     public async Task<TestSandbox> StartAsync(SandboxLimits? limits = null, IReadOnlyDictionary<string, string>? env = null, string? id = null)
     {
         id ??= NewId();
-        var network = await Network.CreateAsync(id, CancellationToken.None);
+        var network = await Network.CreateAsync(id, NetworkPolicy.DenyAll, CancellationToken.None);
         var token = Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(16));
         var launch = new SandboxLaunch
         {
@@ -163,7 +163,7 @@ public sealed class TestSandbox : IAsyncDisposable
         _http.Dispose();
         // The new link is made while the old one still holds its slot, so the resumed sandbox gets another index
         // (and, in the container boundary, another id range its files must follow).
-        var network = await _harness.Network.CreateAsync("r" + Id[1..], CancellationToken.None);
+        var network = await _harness.Network.CreateAsync("r" + Id[1..], NetworkPolicy.DenyAll, CancellationToken.None);
         await _harness.Network.DeleteAsync(Launch.Network, CancellationToken.None);
         var launch = Launch with { Network = network };
         var instance = await driver.ResumeAsync(launch, Instance.Report, CancellationToken.None);

@@ -211,7 +211,7 @@ public sealed class NetnsNetworkManagerTests
         var id = TestNet.NewSandboxId();
         net.TrackNamespace("airlock-" + id);
 
-        var ex = await Assert.ThrowsAsync<NetworkSetupException>(() => broken.CreateAsync(id, ct));
+        var ex = await Assert.ThrowsAsync<NetworkSetupException>(() => broken.CreateAsync(id, NetworkPolicy.DenyAll, ct));
         Assert.Contains("route", ex.Message, StringComparison.Ordinal);
         Assert.False(TestNet.NamespaceExists("airlock-" + id));
         Assert.False(TestNet.InterfaceExists(NetworkNames.HostInterface(net.Options, id)));
@@ -239,7 +239,7 @@ public sealed class NetnsNetworkManagerTests
     public async Task A_bad_sandbox_id_is_refused_before_anything_is_created()
     {
         await using var net = new TestNet();
-        var ex = await Assert.ThrowsAsync<ArgumentException>(() => net.Manager.CreateAsync("../../etc", TestContext.Current()));
+        var ex = await Assert.ThrowsAsync<ArgumentException>(() => net.Manager.CreateAsync("../../etc", NetworkPolicy.DenyAll, TestContext.Current()));
         Assert.Contains("not a sandbox id", ex.Message, StringComparison.Ordinal);
         Assert.False(TestNet.NamespaceExists("airlock-../../etc"));
     }

@@ -43,7 +43,7 @@ internal sealed class TestNet : IAsyncDisposable
 
     public async Task<SandboxNetwork> CreateAsync(string sandboxId, CancellationToken ct)
     {
-        var network = await Manager.CreateAsync(sandboxId, ct);
+        var network = await Manager.CreateAsync(sandboxId, NetworkPolicy.DenyAll, ct);
         lock (_networks)
         {
             _networks.Add(network);

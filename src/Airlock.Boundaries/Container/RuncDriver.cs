@@ -415,7 +415,13 @@ public sealed class RuncDriver : ISandboxDriver, IPausableDriver
 
     // ---- pause to disk: the filesystem is kept, the processes are not (CRIU does not work on these hosts) ----
 
-    public async Task PauseAsync(ISandboxInstance instance, CancellationToken cancellationToken)
+    /// <inheritdoc />
+    public bool CanKeepMemory => false;
+
+    /// <inheritdoc />
+    public bool PausedWithMemory(string stateDir) => false;
+
+    public async Task PauseAsync(ISandboxInstance instance, bool keepMemory, CancellationToken cancellationToken)
     {
         var container = (RuncInstance)instance;
 

@@ -285,7 +285,13 @@ public sealed class QemuDriver(QemuOptions options, INetworkManager network) : I
         }
     }
 
-    public async Task PauseAsync(ISandboxInstance instance, CancellationToken cancellationToken)
+    /// <inheritdoc />
+    public bool CanKeepMemory => true;
+
+    /// <inheritdoc />
+    public bool PausedWithMemory(string stateDir) => HasPausedState(stateDir);
+
+    public async Task PauseAsync(ISandboxInstance instance, bool keepMemory, CancellationToken cancellationToken)
     {
         var vm = (QemuInstance)instance;
         await vm.SaveAsync(Path.Combine(vm.StateDir, MemoryFile), stopAfter: true, cancellationToken);
@@ -611,7 +617,7 @@ public sealed class QemuDriver(QemuOptions options, INetworkManager network) : I
         QemuInstance? vm = null;
         try
         {
-            net = await network.CreateAsync(id, cancellationToken);
+            net = await network.CreateAsync(id, NetworkPolicy.DenyAll, cancellationToken);
             var uid = (uint)(options.UidBase + net.Index);
             PrepareStateDir(stateDir, uid);
             var disk = Path.Combine(stateDir, DiskFile);

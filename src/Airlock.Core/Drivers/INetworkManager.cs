@@ -6,8 +6,14 @@ namespace Airlock.Core.Drivers;
 /// <summary>Creates and removes a sandbox's own network namespace and link.</summary>
 public interface INetworkManager
 {
-    /// <summary>Creates namespace, veth pair, addresses, routes and the default-deny firewall.</summary>
-    Task<SandboxNetwork> CreateAsync(string sandboxId, CancellationToken cancellationToken);
+    /// <summary>
+    /// Creates namespace, veth pair, addresses, routes and the firewall for <paramref name="policy"/> (default deny).
+    /// A policy this manager cannot enforce is refused with <see cref="NotSupportedException"/>, never weakened.
+    /// </summary>
+    Task<SandboxNetwork> CreateAsync(string sandboxId, NetworkPolicy policy, CancellationToken cancellationToken);
+
+    /// <summary>Replaces the network policy of a running sandbox (same refusal rule as <see cref="CreateAsync"/>).</summary>
+    Task ApplyPolicyAsync(SandboxNetwork network, NetworkPolicy policy, CancellationToken cancellationToken);
 
     /// <summary>
     /// Prepares the namespace for a microVM: a tap device owned by <paramref name="tapOwner"/> that the VMM opens, with the

@@ -51,16 +51,30 @@ public interface ISandboxInstance : IAsyncDisposable
 
     /// <summary>CPU time the sandbox has used so far (its cgroup's accounting), when the driver can tell.</summary>
     TimeSpan? CpuUsed => null;
+
+    /// <summary>
+    /// What the sandbox uses now (cgroup CPU and memory, writable-layer disk), or null when the driver cannot tell from
+    /// the host (a microVM: its guest reports instead).
+    /// </summary>
+    ValueTask<ResourceSample?> SampleAsync(CancellationToken cancellationToken) => ValueTask.FromResult<ResourceSample?>(null);
 }
 
-/// <summary>A driver that can write a running sandbox to disk and bring it back later (microvm).</summary>
+/// <summary>A driver that can write a running sandbox to disk and bring it back later (every boundary: what it keeps differs).</summary>
 public interface IPausableDriver
 {
+    /// <summary>Whether a pause can keep memory and processes (a microVM's memory image); otherwise only files are kept.</summary>
+    bool CanKeepMemory { get; }
+
     /// <summary>
-    /// Writes the sandbox's memory and device state under its state directory and stops it: nothing runs and no memory
-    /// is held afterwards. On failure (a full disk, say) the sandbox keeps running and the exception says why.
+    /// Stops the sandbox with its state under its state directory: with <paramref name="keepMemory"/> its memory and
+    /// device state too (only where <see cref="CanKeepMemory"/>), else only its files (processes end; the resume boots
+    /// or starts fresh on the same disk). Nothing runs and no memory is held afterwards. On failure (a full disk, say)
+    /// the sandbox keeps running and the exception says why.
     /// </summary>
-    Task PauseAsync(ISandboxInstance instance, CancellationToken cancellationToken);
+    Task PauseAsync(ISandboxInstance instance, bool keepMemory, CancellationToken cancellationToken);
+
+    /// <summary>Whether the paused state in <paramref name="stateDir"/> holds memory (processes come back) or only files.</summary>
+    bool PausedWithMemory(string stateDir);
 
     /// <summary>Restores a paused sandbox from its state directory onto <paramref name="launch"/>'s (new) network.</summary>
     Task<ISandboxInstance> ResumeAsync(SandboxLaunch launch, BoundaryReport report, CancellationToken cancellationToken);

@@ -133,7 +133,7 @@ internal sealed class SandboxManager : IAsyncDisposable
         {
             var rootfs = await _templates.GetRootFsAsync(templateId, cancellationToken);
             Directory.CreateDirectory(stateDir);
-            network = await _network.CreateAsync(id, cancellationToken);
+            network = await _network.CreateAsync(id, NetworkPolicy.DenyAll, cancellationToken);
             var launch = new SandboxLaunch
             {
                 SandboxId = id,
@@ -614,7 +614,7 @@ internal sealed class SandboxManager : IAsyncDisposable
             var usage = Meter(live, _time.GetUtcNow());
             try
             {
-                await pausable.PauseAsync(live.Instance, cancellationToken);
+                await pausable.PauseAsync(live.Instance, keepMemory: pausable.CanKeepMemory, cancellationToken);
             }
             catch (Exception ex)
             {
@@ -709,7 +709,7 @@ internal sealed class SandboxManager : IAsyncDisposable
             ISandboxInstance? instance = null;
             try
             {
-                network = await _network.CreateAsync(sandboxId, cancellationToken);
+                network = await _network.CreateAsync(sandboxId, NetworkPolicy.DenyAll, cancellationToken);
                 var launch = new SandboxLaunch
                 {
                     SandboxId = sandboxId,
