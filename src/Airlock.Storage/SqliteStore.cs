@@ -175,9 +175,11 @@ public sealed class SqliteStore : IStore
         await using var command = connection.CreateCommand();
         command.CommandText = """
             INSERT INTO sandboxes (sandbox_id, tenant_id, template_id, boundary, state, failure_reason, created_at, end_at,
-                access_token_hash, access_token, metadata, env_vars, report, network, limits, host_pid, on_timeout, paused_at, usage)
+                access_token_hash, access_token, metadata, env_vars, report, network, limits, host_pid, on_timeout, paused_at, usage,
+                node_id, lifecycle, network_policy)
             VALUES ($id, $tenant, $template, $boundary, $state, $failure, $created, $end,
-                $tokenHash, $token, $metadata, $env, $report, $network, $limits, $pid, $onTimeout, $pausedAt, $usage)
+                $tokenHash, $token, $metadata, $env, $report, $network, $limits, $pid, $onTimeout, $pausedAt, $usage,
+                $node, $lifecycle, $networkPolicy)
             """;
         Bind(command, sandbox);
         await command.ExecuteNonQueryAsync(cancellationToken);
@@ -192,7 +194,8 @@ public sealed class SqliteStore : IStore
             UPDATE sandboxes SET template_id = $template, boundary = $boundary, state = $state, failure_reason = $failure,
                 created_at = $created, end_at = $end, access_token_hash = $tokenHash, access_token = $token,
                 metadata = $metadata, env_vars = $env, report = $report, network = $network, limits = $limits,
-                host_pid = $pid, on_timeout = $onTimeout, paused_at = $pausedAt, usage = $usage
+                host_pid = $pid, on_timeout = $onTimeout, paused_at = $pausedAt, usage = $usage, node_id = $node,
+                lifecycle = $lifecycle, network_policy = $networkPolicy
             WHERE sandbox_id = $id AND tenant_id = $tenant
             """;
         Bind(command, sandbox);
@@ -339,7 +342,8 @@ public sealed class SqliteStore : IStore
 
     private const string SelectSandbox = """
         SELECT sandbox_id, tenant_id, template_id, boundary, state, failure_reason, created_at, end_at, access_token_hash,
-            access_token, metadata, env_vars, report, network, limits, host_pid, on_timeout, paused_at, usage FROM sandboxes
+            access_token, metadata, env_vars, report, network, limits, host_pid, on_timeout, paused_at, usage, node_id, lifecycle,
+            network_policy FROM sandboxes
         """;
 
     private async Task<SandboxRecord?> GetSandboxCoreAsync(string? tenantId, string sandboxId, CancellationToken cancellationToken)
@@ -428,7 +432,10 @@ public sealed class SqliteStore : IStore
         p.AddWithValue("$network", s.Network is null ? DBNull.Value : JsonSerializer.Serialize(s.Network, StorageJsonContext.Default.SandboxNetwork));
         p.AddWithValue("$limits", JsonSerializer.Serialize(s.Limits, StorageJsonContext.Default.SandboxLimits));
         p.AddWithValue("$pid", (object?)s.HostPid ?? DBNull.Value);
-        p.AddWithValue("$onTimeout", s.OnTimeout);
+        p.AddWithValue("$onTimeout", s.Lifecycle.OnTimeout == TimeoutAction.Pause ? "pause" : "kill");
+        p.AddWithValue("$node", s.NodeId);
+        p.AddWithValue("$lifecycle", JsonSerializer.Serialize(s.Lifecycle, StorageJsonContext.Default.LifecycleSettings));
+        p.AddWithValue("$networkPolicy", JsonSerializer.Serialize(s.NetworkPolicy, StorageJsonContext.Default.NetworkPolicy));
         p.AddWithValue("$pausedAt", s.PausedAt is { } paused ? Format(paused) : DBNull.Value);
         p.AddWithValue("$usage", JsonSerializer.Serialize(s.Usage, StorageJsonContext.Default.SandboxUsage));
     }
@@ -461,7 +468,10 @@ public sealed class SqliteStore : IStore
             Network = r.IsDBNull(13) ? null : JsonSerializer.Deserialize(r.GetString(13), StorageJsonContext.Default.SandboxNetwork),
             Limits = JsonSerializer.Deserialize(r.GetString(14), StorageJsonContext.Default.SandboxLimits) ?? new SandboxLimits(),
             HostPid = r.IsDBNull(15) ? null : r.GetInt32(15),
-            OnTimeout = r.GetString(16),
+            Lifecycle = r.IsDBNull(20) ? new LifecycleSettings { OnTimeout = r.GetString(16) == "pause" ? TimeoutAction.Pause : TimeoutAction.Kill }
+                : JsonSerializer.Deserialize(r.GetString(20), StorageJsonContext.Default.LifecycleSettings) ?? new LifecycleSettings(),
+            NodeId = r.GetString(19),
+            NetworkPolicy = r.IsDBNull(21) ? NetworkPolicy.DenyAll : JsonSerializer.Deserialize(r.GetString(21), StorageJsonContext.Default.NetworkPolicy) ?? NetworkPolicy.DenyAll,
             PausedAt = r.IsDBNull(17) ? null : Parse(r.GetString(17)),
             Usage = r.IsDBNull(18) ? new SandboxUsage() : JsonSerializer.Deserialize(r.GetString(18), StorageJsonContext.Default.SandboxUsage) ?? new SandboxUsage(),
         };

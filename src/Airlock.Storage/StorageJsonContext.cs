@@ -3,10 +3,12 @@ using Airlock.Core.Sandboxes;
 
 namespace Airlock.Storage;
 
-[JsonSourceGenerationOptions(System.Text.Json.JsonSerializerDefaults.Web, DefaultIgnoreCondition = JsonIgnoreCondition.WhenWritingNull)]
+[JsonSourceGenerationOptions(System.Text.Json.JsonSerializerDefaults.Web, DefaultIgnoreCondition = JsonIgnoreCondition.WhenWritingNull, UseStringEnumConverter = true)]
 [JsonSerializable(typeof(Dictionary<string, string>))]
 [JsonSerializable(typeof(BoundaryReport))]
 [JsonSerializable(typeof(SandboxNetwork))]
 [JsonSerializable(typeof(SandboxLimits))]
 [JsonSerializable(typeof(SandboxUsage))]
+[JsonSerializable(typeof(LifecycleSettings))]
+[JsonSerializable(typeof(NetworkPolicy))]
 internal sealed partial class StorageJsonContext : JsonSerializerContext;

@@ -17,7 +17,16 @@ public sealed record NewSandboxRequest
     [JsonPropertyName("envVars")] public Dictionary<string, string>? EnvVars { get; init; }
     /// <summary>E2B field; accepted. Airlock sandboxes have no internet route regardless (egress is a later issue).</summary>
     [JsonPropertyName("allow_internet_access")] public bool? AllowInternetAccess { get; init; }
+    /// <summary>E2B: onTimeout pause (the SDK's <c>lifecycle.onTimeout: 'pause'</c>).</summary>
     [JsonPropertyName("autoPause")] public bool? AutoPause { get; init; }
+    /// <summary>E2B: whether the timeout pause keeps memory (<c>onTimeout: { action: 'pause', keepMemory }</c>).</summary>
+    [JsonPropertyName("autoPauseMemory")] public bool? AutoPauseMemory { get; init; }
+    /// <summary>E2B: <c>{ "enabled": bool }</c>, resume a paused sandbox on traffic (stored; acted on by the ingress door).</summary>
+    [JsonPropertyName("autoResume")] public AutoResumeSetting? AutoResume { get; init; }
+    /// <summary>Airlock's own form of the lifecycle: <c>{ onTimeout: kill|pause, keepMemory, autoResume }</c>.</summary>
+    [JsonPropertyName("lifecycle")] public LifecycleRequest? Lifecycle { get; init; }
+    /// <summary>E2B: egress and ingress wishes. Only what deny-all allows is granted in this version; anything more is refused.</summary>
+    [JsonPropertyName("network")] public NetworkRequest? Network { get; init; }
     [JsonPropertyName("secure")] public bool? Secure { get; init; }
     /// <summary>Airlock: risk class (low|medium|high); default high.</summary>
     [JsonPropertyName("risk")] public string? Risk { get; init; }
@@ -38,6 +47,79 @@ public sealed record ResumeRequest
 {
     [JsonPropertyName("timeout")] public int? Timeout { get; init; }
     [JsonPropertyName("autoPause")] public bool? AutoPause { get; init; }
+    /// <summary>E2B 2.51 (<c>onResume: 'reboot'</c>): accepted; a sandbox paused with memory is restored with it.</summary>
+    [JsonPropertyName("memory")] public bool? Memory { get; init; }
+}
+
+/// <summary>POST /sandboxes/{id}/pause body: <c>{ "memory": false }</c> keeps only the files.</summary>
+public sealed record PauseRequest
+{
+    [JsonPropertyName("memory")] public bool? Memory { get; init; }
+}
+
+public sealed record AutoResumeSetting
+{
+    [JsonPropertyName("enabled")] public bool Enabled { get; init; }
+}
+
+public sealed record LifecycleRequest
+{
+    /// <summary>kill or pause.</summary>
+    [JsonPropertyName("onTimeout")] public string? OnTimeout { get; init; }
+    [JsonPropertyName("keepMemory")] public bool? KeepMemory { get; init; }
+    [JsonPropertyName("autoResume")] public bool? AutoResume { get; init; }
+}
+
+/// <summary>E2B's sandbox network settings (create and getInfo).</summary>
+public sealed record NetworkRequest
+{
+    [JsonPropertyName("allowOut")] public List<string>? AllowOut { get; init; }
+    [JsonPropertyName("denyOut")] public List<string>? DenyOut { get; init; }
+    [JsonPropertyName("allowPublicTraffic")] public bool? AllowPublicTraffic { get; init; }
+}
+
+/// <summary>getInfo's <c>lifecycle</c>.</summary>
+public sealed record LifecycleInfo
+{
+    [JsonPropertyName("onTimeout")] public required string OnTimeout { get; init; }
+    [JsonPropertyName("autoResume")] public bool AutoResume { get; init; }
+    /// <summary>Airlock: whether a pause keeps memory.</summary>
+    [JsonPropertyName("keepMemory")] public bool KeepMemory { get; init; }
+}
+
+/// <summary>One entry of GET /sandboxes/{id}/metrics (E2B SandboxMetric).</summary>
+public sealed record SandboxMetricItem
+{
+    [JsonPropertyName("timestamp")] public required DateTimeOffset Timestamp { get; init; }
+    [JsonPropertyName("timestampUnix")] public long TimestampUnix { get; init; }
+    [JsonPropertyName("cpuCount")] public int CpuCount { get; init; }
+    [JsonPropertyName("cpuUsedPct")] public double CpuUsedPct { get; init; }
+    [JsonPropertyName("memUsed")] public long MemUsed { get; init; }
+    [JsonPropertyName("memTotal")] public long MemTotal { get; init; }
+    [JsonPropertyName("memCache")] public long MemCache { get; init; }
+    [JsonPropertyName("diskUsed")] public long DiskUsed { get; init; }
+    [JsonPropertyName("diskTotal")] public long DiskTotal { get; init; }
+}
+
+/// <summary>GET /sandboxes/{id}/logs (E2B SandboxLogs).</summary>
+public sealed record SandboxLogs
+{
+    [JsonPropertyName("logs")] public required List<SandboxLogItem> Logs { get; init; }
+    [JsonPropertyName("logEntries")] public required List<SandboxLogEntry> LogEntries { get; init; }
+}
+
+public sealed record SandboxLogItem
+{
+    [JsonPropertyName("timestamp")] public required DateTimeOffset Timestamp { get; init; }
+    [JsonPropertyName("line")] public required string Line { get; init; }
+}
+
+public sealed record SandboxLogEntry
+{
+    [JsonPropertyName("timestamp")] public required DateTimeOffset Timestamp { get; init; }
+    [JsonPropertyName("level")] public required string Level { get; init; }
+    [JsonPropertyName("message")] public required string Message { get; init; }
+    [JsonPropertyName("fields")] public Dictionary<string, string> Fields { get; init; } = [];
 }
 
 /// <summary>GET /usage: metered usage of the caller's tenant, in total and per sandbox.</summary>
@@ -92,6 +174,13 @@ public sealed record SandboxDetail
     [JsonPropertyName("boundary")] public BoundaryReport? Boundary { get; init; }
     /// <summary>Airlock: when the sandbox was paused (paused sandboxes only).</summary>
     [JsonPropertyName("pausedAt")] public DateTimeOffset? PausedAt { get; init; }
+    [JsonPropertyName("lifecycle")] public LifecycleInfo? Lifecycle { get; init; }
+    /// <summary>E2B: always false here (egress is deny-all unless a policy allows more).</summary>
+    [JsonPropertyName("allowInternetAccess")] public bool AllowInternetAccess { get; init; }
+    [JsonPropertyName("network")] public NetworkRequest? Network { get; init; }
+    [JsonPropertyName("volumeMounts")] public List<string> VolumeMounts { get; init; } = [];
+    /// <summary>Airlock: the node that runs the sandbox.</summary>
+    [JsonPropertyName("node")] public string? Node { get; init; }
 }
 
 /// <summary>POST /sandboxes/{id}/timeout body.</summary>
@@ -115,6 +204,9 @@ public sealed record ApiError
 [JsonSerializable(typeof(List<SandboxDetail>))]
 [JsonSerializable(typeof(TimeoutRequest))]
 [JsonSerializable(typeof(ResumeRequest))]
+[JsonSerializable(typeof(PauseRequest))]
+[JsonSerializable(typeof(List<SandboxMetricItem>))]
+[JsonSerializable(typeof(SandboxLogs))]
 [JsonSerializable(typeof(UsageReport))]
 [JsonSerializable(typeof(ApiError))]
 [JsonSerializable(typeof(BoundaryReport))]

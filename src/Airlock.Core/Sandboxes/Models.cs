@@ -105,7 +105,12 @@ public sealed record SandboxRecord
     public SandboxLimits Limits { get; init; } = new();
     /// <summary>Host PID of the sandbox's supervisor process (bwrap, runc, qemu) when running.</summary>
     public int? HostPid { get; init; }
-    public string OnTimeout { get; init; } = "kill";
+    /// <summary>What happens at the timeout (kill or pause, keeping memory or not) and whether traffic may resume it.</summary>
+    public LifecycleSettings Lifecycle { get; init; } = new();
+    /// <summary>The network policy the sandbox was created with (deny-all by default).</summary>
+    public NetworkPolicy NetworkPolicy { get; init; } = NetworkPolicy.DenyAll;
+    /// <summary>The airlockd node that runs (or keeps the paused state of) this sandbox.</summary>
+    public string NodeId { get; init; } = "local";
     /// <summary>When the sandbox was last paused (null unless paused); the reaper deletes it after the retention.</summary>
     public DateTimeOffset? PausedAt { get; init; }
     /// <summary>Metered usage so far (updated on every state change and by the reaper's periodic pass).</summary>
@@ -127,4 +132,21 @@ public sealed record SandboxUsage
     public double PausedGiBHours { get; init; }
     /// <summary>When the counters above were last brought up to date.</summary>
     public DateTimeOffset? MeteredAt { get; init; }
+}
+
+/// <summary>What a sandbox's timeout does.</summary>
+public enum TimeoutAction
+{
+    Kill,
+    Pause,
+}
+
+/// <summary>A sandbox's lifecycle settings, as E2B's <c>lifecycle</c> object carries them.</summary>
+public sealed record LifecycleSettings
+{
+    public TimeoutAction OnTimeout { get; init; } = TimeoutAction.Kill;
+    /// <summary>A pause (at the timeout or requested without saying) keeps memory where the boundary can.</summary>
+    public bool KeepMemory { get; init; } = true;
+    /// <summary>Traffic to the paused sandbox resumes it (stored and reported; acted on by the ingress door).</summary>
+    public bool AutoResume { get; init; }
 }

@@ -39,5 +39,6 @@ public sealed record NetworkPolicy
     public bool PublicIngress { get; init; }
 
     /// <summary>True when nothing at all may leave the sandbox.</summary>
+    [System.Text.Json.Serialization.JsonIgnore]
     public bool IsDenyAll => Default == EgressDefault.Deny && Allow.Count == 0;
 }

@@ -4,7 +4,7 @@ using Airlock.Core.Api;
 using Airlock.Core.Sandboxes;
 using Airlock.Core.Storage;
 using Airlock.Envd;
-using Airlock.Server.Sandboxes;
+using Airlock.Sandboxes;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Http;
 using Microsoft.AspNetCore.Http.Features;
@@ -31,6 +31,37 @@ internal static class ControlApi
             .Produces<ApiError>(StatusCodes.Status404NotFound)
             .Produces<ApiError>(StatusCodes.Status413PayloadTooLarge)
             .Produces<ApiError>(StatusCodes.Status422UnprocessableEntity);
+
+        app.MapPost("/v2/sandboxes", CreateAsync)
+            .WithName("CreateSandboxV2").WithTags("sandboxes")
+            .Accepts<NewSandboxRequest>("application/json")
+            .Produces<SandboxCreated>(StatusCodes.Status201Created)
+            .Produces<ApiError>(StatusCodes.Status400BadRequest)
+            .Produces<ApiError>(StatusCodes.Status422UnprocessableEntity)
+            .Produces<ApiError>(StatusCodes.Status429TooManyRequests);
+
+        app.MapPost("/v2/sandboxes/{sandboxID}/connect", ConnectAsync)
+            .WithName("ConnectSandboxV2").WithTags("sandboxes")
+            .Accepts<ResumeRequest>("application/json")
+            .Produces<SandboxCreated>(StatusCodes.Status200OK)
+            .Produces<SandboxCreated>(StatusCodes.Status201Created)
+            .Produces<ApiError>(StatusCodes.Status404NotFound);
+
+        app.MapGet("/sandboxes/{sandboxID}/metrics", MetricsAsync)
+            .WithName("GetSandboxMetrics").WithTags("sandboxes")
+            .Produces<List<SandboxMetricItem>>()
+            .Produces<ApiError>(StatusCodes.Status404NotFound)
+            .Produces<ApiError>(StatusCodes.Status409Conflict);
+
+        app.MapGet("/sandboxes/{sandboxID}/logs", LogsAsync)
+            .WithName("GetSandboxLogs").WithTags("sandboxes")
+            .Produces<SandboxLogs>()
+            .Produces<ApiError>(StatusCodes.Status404NotFound);
+
+        app.MapGet("/v2/sandboxes/{sandboxID}/logs", LogsAsync)
+            .WithName("GetSandboxLogsV2").WithTags("sandboxes")
+            .Produces<SandboxLogs>()
+            .Produces<ApiError>(StatusCodes.Status404NotFound);
 
         app.MapGet("/v2/sandboxes", ListAsync)
             .WithName("ListSandboxesV2").WithTags("sandboxes")
@@ -60,6 +91,7 @@ internal static class ControlApi
 
         app.MapPost("/sandboxes/{sandboxID}/pause", PauseAsync)
             .WithName("PauseSandbox").WithTags("sandboxes")
+            .Accepts<PauseRequest>("application/json")
             .Produces(StatusCodes.Status204NoContent)
             .Produces<ApiError>(StatusCodes.Status400BadRequest)
             .Produces<ApiError>(StatusCodes.Status404NotFound)
@@ -91,55 +123,73 @@ internal static class ControlApi
 
     private static string Tenant(HttpContext context) => (string)context.Items[TenantItem]!;
 
-    private static async Task<IResult> CreateAsync(HttpContext context, SandboxManager manager, AirlockServerOptions options)
+    private static async Task<IResult> CreateAsync(HttpContext context, SandboxLifecycle lifecycle, AirlockServerOptions options)
     {
         var request = await ReadJsonAsync(context, ApiJsonContext.Default.NewSandboxRequest, options.MaxJsonBodyBytes);
-        var created = await manager.CreateAsync(Tenant(context), request, context.RequestAborted);
-        return Results.Json(created, ApiJsonContext.Default.SandboxCreated, statusCode: StatusCodes.Status201Created);
+        var created = await lifecycle.CreateAsync(WireMapping.ToSpec(Tenant(context), request), context.RequestAborted);
+        return Results.Json(WireMapping.ToCreated(created, options), ApiJsonContext.Default.SandboxCreated, statusCode: StatusCodes.Status201Created);
     }
 
-    private static async Task<IResult> ListAsync(HttpContext context, SandboxManager manager, AirlockServerOptions options)
+    /// <summary>
+    /// E2B's paginated list: <c>state</c> (comma-joined; default running and paused), <c>metadata</c> (a form-encoded
+    /// filter), <c>order</c> (desc by start time unless asc), <c>limit</c>, <c>nextToken</c>; the next page's token
+    /// comes back in the <c>X-Next-Token</c> header.
+    /// </summary>
+    private static async Task<IResult> ListAsync(HttpContext context, SandboxLifecycle lifecycle, AirlockServerOptions options)
     {
+        var query = context.Request.Query;
         var states = new List<SandboxState>();
-        foreach (var value in context.Request.Query["state"])
+        foreach (var value in query["state"])
         {
             foreach (var part in (value ?? "").Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries))
             {
-                states.Add(ParseState(part));
+                states.Add(WireMapping.ParseState(part));
             }
         }
 
-        var metadata = ParseMetadataFilter(context.Request.Query["metadata"]);
+        var metadata = WireMapping.ParseMetadataFilter(query["metadata"]);
         var limit = 1000;
-        if (context.Request.Query.TryGetValue("limit", out var limitValue) && (!int.TryParse(limitValue, out limit) || limit is < 1 or > 1000))
+        if (query.TryGetValue("limit", out var limitValue) && (!int.TryParse(limitValue, out limit) || limit is < 1 or > 1000))
         {
             throw ApiProblem.BadRequest("invalid_limit", "limit must be between 1 and 1000.");
         }
 
-        var records = await manager.ListAsync(Tenant(context), states.Count == 0 ? null : states, metadata, context.RequestAborted);
-        return Results.Json(records.Take(limit).Select(r => ToDetail(r, options, includeToken: false)).ToList(), ApiJsonContext.Default.ListSandboxDetail);
+        var descending = query["order"].ToString() is not "asc";
+        if (query["order"].ToString() is { Length: > 0 } order && order is not ("asc" or "desc"))
+        {
+            throw ApiProblem.BadRequest("invalid_order", "order must be asc or desc.");
+        }
+
+        var records = await lifecycle.ListAsync(Tenant(context), states.Count == 0 ? [SandboxState.Running, SandboxState.Paused] : states, metadata, context.RequestAborted);
+        var page = Pagination.Page(records, descending, query["nextToken"].ToString(), limit, out var next);
+        if (next is not null)
+        {
+            context.Response.Headers["X-Next-Token"] = next;
+        }
+
+        return Results.Json(page.Select(r => WireMapping.ToDetail(r, options, includeToken: false)).ToList(), ApiJsonContext.Default.ListSandboxDetail);
     }
 
-    private static async Task<IResult> ListRunningAsync(HttpContext context, SandboxManager manager, AirlockServerOptions options)
+    private static async Task<IResult> ListRunningAsync(HttpContext context, SandboxLifecycle lifecycle, AirlockServerOptions options)
     {
-        var metadata = ParseMetadataFilter(context.Request.Query["metadata"]);
-        var records = await manager.ListAsync(Tenant(context), [SandboxState.Running], metadata, context.RequestAborted);
-        return Results.Json(records.Select(r => ToDetail(r, options, includeToken: false)).ToList(), ApiJsonContext.Default.ListSandboxDetail);
+        var metadata = WireMapping.ParseMetadataFilter(context.Request.Query["metadata"]);
+        var records = await lifecycle.ListAsync(Tenant(context), [SandboxState.Running], metadata, context.RequestAborted);
+        return Results.Json(records.Select(r => WireMapping.ToDetail(r, options, includeToken: false)).ToList(), ApiJsonContext.Default.ListSandboxDetail);
     }
 
-    private static async Task<IResult> GetAsync(HttpContext context, string sandboxID, SandboxManager manager, AirlockServerOptions options)
+    private static async Task<IResult> GetAsync(HttpContext context, string sandboxID, SandboxLifecycle lifecycle, AirlockServerOptions options)
     {
-        var record = await manager.GetAsync(Tenant(context), sandboxID, context.RequestAborted);
-        return Results.Json(ToDetail(record, options, includeToken: true), ApiJsonContext.Default.SandboxDetail);
+        var record = await lifecycle.GetAsync(Tenant(context), sandboxID, context.RequestAborted);
+        return Results.Json(WireMapping.ToDetail(record, options, includeToken: true), ApiJsonContext.Default.SandboxDetail);
     }
 
-    private static async Task<IResult> KillAsync(HttpContext context, string sandboxID, SandboxManager manager)
+    private static async Task<IResult> KillAsync(HttpContext context, string sandboxID, SandboxLifecycle lifecycle)
     {
-        await manager.KillAsync(Tenant(context), sandboxID, context.RequestAborted);
+        await lifecycle.KillAsync(Tenant(context), sandboxID, context.RequestAborted);
         return Results.NoContent();
     }
 
-    private static async Task<IResult> SetTimeoutAsync(HttpContext context, string sandboxID, SandboxManager manager, AirlockServerOptions options)
+    private static async Task<IResult> SetTimeoutAsync(HttpContext context, string sandboxID, SandboxLifecycle lifecycle, AirlockServerOptions options)
     {
         var request = await ReadJsonAsync(context, ApiJsonContext.Default.TimeoutRequest, options.MaxJsonBodyBytes);
         if (request.Timeout is not { } seconds)
@@ -147,37 +197,78 @@ internal static class ControlApi
             throw ApiProblem.BadRequest("invalid_timeout", "timeout (seconds) is required.");
         }
 
-        await manager.SetTimeoutAsync(Tenant(context), sandboxID, seconds, context.RequestAborted);
+        await lifecycle.SetTimeoutAsync(Tenant(context), sandboxID, seconds, context.RequestAborted);
         return Results.NoContent();
     }
 
-    /// <summary>E2B's pause; Airlock's <c>?mode=disk</c> makes a container keep only its files and free its memory.</summary>
-    private static async Task<IResult> PauseAsync(HttpContext context, string sandboxID, string? mode, SandboxManager manager)
+    /// <summary>
+    /// E2B's pause: body <c>{ "memory": false }</c> keeps only the files. Airlock's older <c>?mode=disk|memory</c> still
+    /// works. 409 when already paused (the SDK reports false).
+    /// </summary>
+    private static async Task<IResult> PauseAsync(HttpContext context, string sandboxID, string? mode, SandboxLifecycle lifecycle, AirlockServerOptions options)
     {
-        await manager.PauseAsync(Tenant(context), sandboxID, mode, context.RequestAborted);
+        if (mode is not (null or "memory" or "disk"))
+        {
+            throw ApiProblem.BadRequest("invalid_mode", $"mode must be 'memory' or 'disk', got '{mode}'.");
+        }
+
+        var request = await ReadOptionalJsonAsync(context, ApiJsonContext.Default.PauseRequest, options.MaxJsonBodyBytes) ?? new PauseRequest();
+        var keepMemory = request.Memory ?? mode switch { "disk" => false, "memory" => true, _ => (bool?)null };
+        await lifecycle.PauseAsync(Tenant(context), sandboxID, new PauseSpec { KeepMemory = keepMemory }, context.RequestAborted);
         return Results.NoContent();
     }
 
     /// <summary>E2B's resume: 201 with the sandbox when it was paused, 409 when it is already running.</summary>
-    private static async Task<IResult> ResumeAsync(HttpContext context, string sandboxID, SandboxManager manager, AirlockServerOptions options)
+    private static async Task<IResult> ResumeAsync(HttpContext context, string sandboxID, SandboxLifecycle lifecycle, AirlockServerOptions options)
     {
         var request = await ReadOptionalJsonAsync(context, ApiJsonContext.Default.ResumeRequest, options.MaxJsonBodyBytes) ?? new ResumeRequest();
-        var (sandbox, resumed) = await manager.ResumeAsync(Tenant(context), sandboxID, request, context.RequestAborted);
-        return resumed
-            ? Results.Json(sandbox, ApiJsonContext.Default.SandboxCreated, statusCode: StatusCodes.Status201Created)
+        var handle = await lifecycle.ResumeAsync(Tenant(context), sandboxID, new ResumeSpec { TimeoutSeconds = request.Timeout, AutoPause = request.AutoPause }, context.RequestAborted);
+        return handle.Resumed
+            ? Results.Json(WireMapping.ToCreated(handle, options), ApiJsonContext.Default.SandboxCreated, statusCode: StatusCodes.Status201Created)
             : throw new ApiProblem(409, "sandbox_running", $"Sandbox {sandboxID} is already running.");
     }
 
-    /// <summary>E2B's connect: 200 when the sandbox is running, 201 when it had to be resumed.</summary>
-    private static async Task<IResult> ConnectAsync(HttpContext context, string sandboxID, SandboxManager manager, AirlockServerOptions options)
+    /// <summary>E2B's connect (v1 and v2): 200 when the sandbox is running (its timeout only ever extended), 201 when it had to be resumed.</summary>
+    private static async Task<IResult> ConnectAsync(HttpContext context, string sandboxID, SandboxLifecycle lifecycle, AirlockServerOptions options)
     {
         var request = await ReadOptionalJsonAsync(context, ApiJsonContext.Default.ResumeRequest, options.MaxJsonBodyBytes) ?? new ResumeRequest();
-        var (sandbox, resumed) = await manager.ResumeAsync(Tenant(context), sandboxID, request, context.RequestAborted);
-        return Results.Json(sandbox, ApiJsonContext.Default.SandboxCreated, statusCode: resumed ? StatusCodes.Status201Created : StatusCodes.Status200OK);
+        var handle = await lifecycle.ResumeAsync(Tenant(context), sandboxID, new ResumeSpec { TimeoutSeconds = request.Timeout ?? options.DefaultTimeoutSeconds, AutoPause = request.AutoPause, ExtendOnly = true }, context.RequestAborted);
+        return Results.Json(WireMapping.ToCreated(handle, options), ApiJsonContext.Default.SandboxCreated, statusCode: handle.Resumed ? StatusCodes.Status201Created : StatusCodes.Status200OK);
     }
 
-    private static async Task<IResult> UsageAsync(HttpContext context, SandboxManager manager) =>
-        Results.Json(await manager.UsageAsync(Tenant(context), context.RequestAborted), ApiJsonContext.Default.UsageReport);
+    /// <summary>E2B's metrics: <c>start</c>/<c>end</c> in unix seconds; 409 for a paused sandbox, 404 for an ended one.</summary>
+    private static async Task<IResult> MetricsAsync(HttpContext context, string sandboxID, SandboxLifecycle lifecycle)
+    {
+        var from = WireMapping.UnixSeconds(context.Request.Query["start"], "start");
+        var to = WireMapping.UnixSeconds(context.Request.Query["end"], "end");
+        var metrics = await lifecycle.MetricsAsync(Tenant(context), sandboxID, from, to, context.RequestAborted);
+        return Results.Json(metrics.Select(WireMapping.ToMetric).ToList(), ApiJsonContext.Default.ListSandboxMetricItem);
+    }
+
+    /// <summary>E2B's logs: <c>start</c> in unix milliseconds, <c>limit</c> (default 1000).</summary>
+    private static async Task<IResult> LogsAsync(HttpContext context, string sandboxID, SandboxLifecycle lifecycle)
+    {
+        DateTimeOffset? from = null;
+        if (context.Request.Query["start"].ToString() is { Length: > 0 } start)
+        {
+            from = long.TryParse(start, out var ms) && ms >= 0 ? DateTimeOffset.FromUnixTimeMilliseconds(ms) : throw ApiProblem.BadRequest("invalid_start", "start must be unix milliseconds.");
+        }
+
+        var limit = 1000;
+        if (context.Request.Query.TryGetValue("limit", out var limitValue) && (!int.TryParse(limitValue, out limit) || limit is < 1 or > 1000))
+        {
+            throw ApiProblem.BadRequest("invalid_limit", "limit must be between 1 and 1000.");
+        }
+
+        var lines = await lifecycle.LogsAsync(Tenant(context), sandboxID, from, limit, context.RequestAborted);
+        return Results.Json(WireMapping.ToLogs(lines), ApiJsonContext.Default.SandboxLogs);
+    }
+
+    private static async Task<IResult> UsageAsync(HttpContext context, SandboxLifecycle lifecycle)
+    {
+        var (at, sandboxes) = await lifecycle.UsageAsync(Tenant(context), context.RequestAborted);
+        return Results.Json(WireMapping.ToUsage(Tenant(context), at, sandboxes), ApiJsonContext.Default.UsageReport);
+    }
 
     private static async Task<T?> ReadOptionalJsonAsync<T>(HttpContext context, JsonTypeInfo<T> typeInfo, long maxBytes)
         where T : class =>
@@ -195,58 +286,6 @@ internal static class ControlApi
 
         context.Response.ContentType = "application/x-ndjson";
         await Airlock.Audit.AuditExport.WriteJsonLinesAsync(store.ReadAuditAsync(after, Tenant(context), context.RequestAborted), context.Response.Body, context.RequestAborted);
-    }
-
-    public static SandboxDetail ToDetail(SandboxRecord r, AirlockServerOptions options, bool includeToken) => new()
-    {
-        SandboxId = r.SandboxId,
-        TemplateId = r.TemplateId,
-        StartedAt = r.CreatedAt,
-        EndAt = r.EndAt,
-        CpuCount = r.Limits.VCpus,
-        MemoryMB = r.Limits.MemoryMiB,
-        DiskSizeMB = 0,
-        EnvdVersion = EnvdProtocol.Version,
-        EnvdAccessToken = includeToken && r.State == SandboxState.Running ? r.AccessToken : null,
-        Domain = options.Domain,
-        Metadata = r.Metadata,
-        State = r.State.ToString().ToLowerInvariant(),
-        FailureReason = r.FailureReason,
-        Boundary = r.Report,
-        PausedAt = r.PausedAt,
-    };
-
-    private static SandboxState ParseState(string value) => value.ToLowerInvariant() switch
-    {
-        "creating" => SandboxState.Creating,
-        "running" => SandboxState.Running,
-        "pausing" => SandboxState.Pausing,
-        "paused" => SandboxState.Paused,
-        "resuming" => SandboxState.Resuming,
-        "killed" => SandboxState.Killed,
-        "failed" => SandboxState.Failed,
-        _ => throw ApiProblem.BadRequest("invalid_state", $"Unknown state '{value}'."),
-    };
-
-    /// <summary>E2B's metadata filter: one query value holding a URL-encoded <c>k=v&amp;k2=v2</c>.</summary>
-    private static Dictionary<string, string> ParseMetadataFilter(Microsoft.Extensions.Primitives.StringValues values)
-    {
-        var result = new Dictionary<string, string>(StringComparer.Ordinal);
-        foreach (var value in values)
-        {
-            foreach (var pair in (value ?? "").Split('&', StringSplitOptions.RemoveEmptyEntries))
-            {
-                var eq = pair.IndexOf('=', StringComparison.Ordinal);
-                if (eq <= 0)
-                {
-                    throw ApiProblem.BadRequest("invalid_metadata_filter", $"metadata filter '{pair}' must be key=value.");
-                }
-
-                result[Uri.UnescapeDataString(pair[..eq])] = Uri.UnescapeDataString(pair[(eq + 1)..]);
-            }
-        }
-
-        return result;
     }
 
     /// <summary>Reads a bounded JSON body: 413 past the limit, 415 for non-JSON, 400 for malformed JSON.</summary>

@@ -11,22 +11,11 @@ public static class ApiKeys
 
     public static string NewApiKey() => Prefix + Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(20));
 
-    public static string NewAccessToken() => "ea_" + Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(24));
-
     public static string NewId(int bytes = 8) => Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(bytes));
 
-    public static string Hash(string secret) => Convert.ToHexStringLower(SHA256.HashData(Encoding.UTF8.GetBytes(secret)));
+    /// <summary>SHA-256, as for sandbox access tokens.</summary>
+    public static string Hash(string secret) => Airlock.Sandboxes.AccessTokens.Hash(secret);
 
     /// <summary>Constant-time comparison of a presented secret with a stored hash.</summary>
-    public static bool Matches(string? presented, string storedHash)
-    {
-        if (string.IsNullOrEmpty(presented))
-        {
-            return false;
-        }
-
-        var a = Encoding.ASCII.GetBytes(Hash(presented));
-        var b = Encoding.ASCII.GetBytes(storedHash);
-        return CryptographicOperations.FixedTimeEquals(a, b);
-    }
+    public static bool Matches(string? presented, string storedHash) => Airlock.Sandboxes.AccessTokens.Matches(presented, storedHash);
 }

@@ -7,6 +7,9 @@ using Airlock.Core.Storage;
 using Airlock.Server.Api;
 using Airlock.Server.Auth;
 using Airlock.Server.Envd;
+using Airlock.Sandboxes;
+using Airlock.Sandboxes.Agent;
+using Airlock.Sandboxes.Live;
 using Airlock.Server.Sandboxes;
 using Airlock.Storage;
 using Microsoft.AspNetCore.Builder;
@@ -95,8 +98,21 @@ public static class AirlockServer
         services.AddSingleton(new Airlock.Templates.TemplateCatalog());
         services.AddSingleton(sp => new Airlock.Templates.BaseTemplateBuilder(templatesDir, sp.GetRequiredService<ILogger<Airlock.Templates.BaseTemplateBuilder>>()));
         services.AddSingleton<TemplateProvider>();
+        services.AddSingleton<ITemplateSource>(sp => sp.GetRequiredService<TemplateProvider>());
         services.AddSingleton<SandboxConnector>();
-        services.AddSingleton<SandboxManager>();
+        services.AddSingleton<ActivityTracker>();
+        services.AddSingleton(sp => new SandboxLifecycle(
+            sp.GetRequiredService<IStore>(),
+            sp.GetRequiredService<IAuditLog>(),
+            sp.GetRequiredService<IEnumerable<ISandboxDriver>>(),
+            sp.GetRequiredService<INetworkManager>(),
+            sp.GetRequiredService<SandboxConnector>(),
+            sp.GetRequiredService<ITemplateSource>(),
+            sp.GetRequiredService<ActivityTracker>(),
+            sp.GetRequiredService<TimeProvider>(),
+            options.ToSandboxOptions(),
+            GuestAgentLocator.Find(options.GuestAgentPath),
+            sp.GetRequiredService<ILoggerFactory>()));
         services.AddSingleton<EnvdGateway>();
         services.AddSingleton<ApiKeyAuthenticator>();
         services.AddHostedService<SandboxLifecycleService>();
@@ -202,6 +218,11 @@ public static class AirlockServer
         {
             await ApiProblem.WriteAsync(context, problem.Status, problem.ErrorCode, problem.Message);
         }
+        catch (Airlock.Sandboxes.SandboxException error) when (!context.Response.HasStarted)
+        {
+            // The lifecycle's domain errors become HTTP here, at the edge, and nowhere else.
+            await ApiProblem.WriteAsync(context, ApiProblem.StatusOf(error.Kind), error.Code, error.Message);
+        }
         catch (BadHttpRequestException ex) when (!context.Response.HasStarted)
         {
             await ApiProblem.WriteAsync(context, ex.StatusCode, ex.StatusCode == 413 ? "body_too_large" : "bad_request", ex.Message);
@@ -251,7 +272,7 @@ public static class AirlockServer
 }
 
 /// <summary>Reconciles on start; kills or keeps sandboxes on stop.</summary>
-internal sealed class SandboxLifecycleService(SandboxManager manager) : IHostedService, IDisposable
+internal sealed class SandboxLifecycleService(SandboxLifecycle manager) : IHostedService, IDisposable
 {
     private readonly CancellationTokenSource _stopping = new();
     private Task _probes = Task.CompletedTask;
@@ -259,7 +280,7 @@ internal sealed class SandboxLifecycleService(SandboxManager manager) : IHostedS
     public async Task StartAsync(CancellationToken cancellationToken)
     {
         await manager.ReconcileAsync(cancellationToken);
-        manager.StartReaper();
+        manager.StartBackground();
 
         // Probe every boundary once now (the microvm probe boots a kernel, KVM bounded) rather than on the first create;
         // a stop cancels them, so none writes into a data directory after airlockd is gone.

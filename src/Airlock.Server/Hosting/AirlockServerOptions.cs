@@ -46,4 +46,32 @@ public sealed record AirlockServerOptions
     public bool MicroVmSnapshots { get; init; } = true;
     /// <summary>microvm images and snapshots (default: $AIRLOCK_VM_CACHE_DIR, else &lt;data-dir&gt;/vm); shareable between airlockd processes.</summary>
     public string? VmCacheDir { get; init; }
+
+    /// <summary>This node's name in every sandbox record it runs (several nodes share one store).</summary>
+    public string NodeId { get; init; } = "local";
+
+    /// <summary>How long a timeout pause waits for envd requests in flight (a running command) to finish first.</summary>
+    public TimeSpan TimeoutPauseGrace { get; init; } = TimeSpan.FromSeconds(10);
+
+    /// <summary>The lifecycle's part of this configuration.</summary>
+    public Airlock.Sandboxes.SandboxOptions ToSandboxOptions() => new()
+    {
+        DataDir = DataDir,
+        NodeId = NodeId,
+        Domain = Domain,
+        KeepSandboxesOnShutdown = KeepSandboxesOnShutdown,
+        DefaultTimeoutSeconds = DefaultTimeoutSeconds,
+        MaxTimeoutSeconds = MaxTimeoutSeconds,
+        DefaultRisk = DefaultRisk,
+        DefaultLimits = DefaultLimits,
+        MaxMemoryMiB = MaxMemoryMiB,
+        MaxCpuCount = MaxCpuCount,
+        MaxDiskMiB = MaxDiskMiB,
+        MaxSandboxesPerTenant = MaxSandboxesPerTenant,
+        MaxTenantMemoryMiB = MaxTenantMemoryMiB,
+        MaxTenantVCpus = MaxTenantVCpus,
+        PausedRetention = PausedRetention,
+        ReaperInterval = ReaperInterval,
+        TimeoutPauseGrace = TimeoutPauseGrace,
+    };
 }

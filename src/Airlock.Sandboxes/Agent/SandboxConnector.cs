@@ -2,14 +2,14 @@ using System.Collections.Concurrent;
 using Airlock.Core.Drivers;
 using Airlock.Core.Sandboxes;
 
-namespace Airlock.Server.Sandboxes;
+namespace Airlock.Sandboxes.Agent;
 
 /// <summary>
 /// The one HTTP path from airlockd into sandboxes. Every sandbox's agent has the same address (10.254.0.2), so the
 /// request URI names the sandbox instead (<c>http://&lt;id&gt;.sandbox.airlock:&lt;port&gt;</c>): connection pooling is
 /// then per sandbox, and the connect callback opens a socket bound to that sandbox's host-side link.
 /// </summary>
-internal sealed class SandboxConnector : IDisposable
+public sealed class SandboxConnector : IDisposable
 {
     public const string HostSuffix = ".sandbox.airlock";
     private readonly ConcurrentDictionary<string, SandboxNetwork> _networks = new(StringComparer.Ordinal);

@@ -1,7 +1,7 @@
-namespace Airlock.Server.Sandboxes;
+namespace Airlock.Sandboxes;
 
 /// <summary>Finds the published Native AOT guest agent binary.</summary>
-internal static class GuestAgentLocator
+public static class GuestAgentLocator
 {
     public const string FileName = "airlock-guest";
 

@@ -1,10 +1,10 @@
 using System.Text;
 using System.Text.Json;
 
-namespace Airlock.Server.Sandboxes;
+namespace Airlock.Sandboxes;
 
 /// <summary>Builds small audit payload objects without reflection.</summary>
-internal static class AuditJson
+public static class AuditJson
 {
     public static string Object(params (string Name, object? Value)[] fields)
     {

@@ -1,8 +1,8 @@
 using Microsoft.Extensions.Logging;
 
-namespace Airlock.Server.Sandboxes;
+namespace Airlock.Sandboxes;
 
-internal static partial class ServerLog
+internal static partial class LifecycleLog
 {
     [LoggerMessage(1, LogLevel.Information, "Sandbox {SandboxId} running: {Boundary} via {Driver} in {ElapsedMs} ms")]
     public static partial void SandboxStarted(ILogger logger, string sandboxId, string boundary, string driver, long elapsedMs);
@@ -19,9 +19,6 @@ internal static partial class ServerLog
     [LoggerMessage(5, LogLevel.Error, "Cleanup of sandbox {SandboxId} failed")]
     public static partial void CleanupFailed(ILogger logger, Exception exception, string sandboxId);
 
-    [LoggerMessage(6, LogLevel.Warning, "Bootstrap API key written to {Path}")]
-    public static partial void BootstrapKey(ILogger logger, string path);
-
     [LoggerMessage(7, LogLevel.Error, "Unexpected error in {Operation}")]
     public static partial void Unexpected(ILogger logger, Exception exception, string operation);
 
@@ -30,4 +27,10 @@ internal static partial class ServerLog
 
     [LoggerMessage(9, LogLevel.Warning, "Boundary {Boundary} unavailable: {Detail}")]
     public static partial void BoundaryUnavailable(ILogger logger, string boundary, string detail);
+
+    [LoggerMessage(10, LogLevel.Information, "Sandbox {SandboxId} paused ({Why}): {Kept}, {Bytes} bytes on disk, {ElapsedMs} ms")]
+    public static partial void SandboxPaused(ILogger logger, string sandboxId, string why, string kept, long bytes, long elapsedMs);
+
+    [LoggerMessage(11, LogLevel.Information, "Sandbox {SandboxId} timeout pause waits for {InFlight} envd request(s) in flight")]
+    public static partial void PauseWaits(ILogger logger, string sandboxId, int inFlight);
 }

@@ -1,0 +1,5 @@
+-- Lifecycle core: the node that runs a sandbox, its lifecycle settings (onTimeout, keepMemory, autoResume) and its
+-- network policy.
+ALTER TABLE sandboxes ADD COLUMN node_id TEXT NOT NULL DEFAULT 'local';
+ALTER TABLE sandboxes ADD COLUMN lifecycle TEXT;
+ALTER TABLE sandboxes ADD COLUMN network_policy TEXT;
