@@ -87,6 +87,26 @@ public sealed class E2bSdkTests
         }
     }
 
+    /// <summary>Needs no boundary: the SDK's view of a sandbox id airlockd does not run (the gateway's 502, as E2B's edge).</summary>
+    [Theory(Timeout = 120_000)]
+    [InlineData(Current)]
+    [InlineData(Previous)]
+    public async Task A_sandbox_airlockd_does_not_run_is_not_running_for_the_e2b_sdk(string sdk)
+    {
+        var host = await AirlockHost.StartAsync();
+        try
+        {
+            var seen = await RunNodeAsync(host, "not-running.mjs", sdk, [], TimeSpan.FromSeconds(90));
+            Assert.False(seen["isRunning"]!.GetValue<bool>());
+            Assert.Equal(502, seen["status"]!.GetValue<int>());
+        }
+        finally
+        {
+            await host.DisposeAsync();
+            host.DeleteDataDir();
+        }
+    }
+
     /// <summary>Runs a script of e2b/ with the SDK pointed at <paramref name="host"/>; returns its last stdout line, which must say ok.</summary>
     private static async Task<JsonNode> RunNodeAsync(AirlockHost host, string script, string sdk, Dictionary<string, string?> extra, TimeSpan timeout)
     {
