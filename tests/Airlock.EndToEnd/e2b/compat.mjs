@@ -287,7 +287,7 @@ try {
       skip('pauseNoMemory', 'COMPAT_PAUSE_NO_MEMORY is not 1')
     } else {
       step = 'pause { keepMemory: false }'
-      await sbx.commands.run('pgrep -x sleep >/dev/null || (sleep 100000 >/dev/null 2>&1 &)')
+      await sbx.commands.run('sleep 100000', { background: true, timeoutMs: 0 })
       assert.equal(await sbx.pause({ keepMemory: false }), true)
       step = 'connect after pause without memory'
       sbx = await Sandbox.connect(sbx.sandboxId, { timeoutMs: 180_000 })
