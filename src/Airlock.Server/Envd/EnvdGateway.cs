@@ -1,4 +1,5 @@
 using System.Security.Cryptography;
+using System.Text.Json;
 using Airlock.Core.Auditing;
 using Airlock.Envd;
 using Airlock.Envd.Inspection;
@@ -21,9 +22,13 @@ namespace Airlock.Server.Envd;
 /// This is the one place every process start and file write passes through: it records them in the audit chain
 /// (and is where policy gates go). Bodies are forwarded unchanged.
 /// <code>
-/// match ─ sandbox running? ─ port allowed? ─ token ok? ─ inspect (Start argv | upload path,size,sha256) ─ forward (YARP)
+/// match ─ sandbox running? ─ port allowed? ─ token ok? ─ inspect (Start argv,user | upload path,size,sha256) ─ forward (YARP)
+///         (no: 502, as E2B)    (signed /files: the agent checks the signature)
 ///       ─ record (process.start / process.exit from the response stream / file.write on 2xx)
 /// </code>
+/// The answer for a sandbox that is not running is E2B's edge answer, status 502 with
+/// <c>{"sandboxId","message","code":502}</c>: the SDKs' <c>isRunning()</c> is <c>GET /health</c> and returns false only for 502
+/// (docs/e2b-compat.md).
 /// </remarks>
 internal sealed class EnvdGateway(SandboxManager manager, SandboxConnector connector, IHttpForwarder forwarder, AirlockServerOptions options)
 {
@@ -70,7 +75,7 @@ internal sealed class EnvdGateway(SandboxManager manager, SandboxConnector conne
 
         if (!SandboxManager.ValidId(sandboxId) || !manager.TryGetLive(sandboxId, out var live))
         {
-            await ApiProblem.WriteAsync(context, 404, "sandbox_not_found", $"Sandbox {sandboxId} is not running (it may have been killed or timed out).");
+            await WriteSandboxNotFoundAsync(context, sandboxId);
             return;
         }
 
@@ -80,16 +85,19 @@ internal sealed class EnvdGateway(SandboxManager manager, SandboxConnector conne
             return;
         }
 
-        // Only the agent's health answer is public, as in envd: it says nothing but "up".
-        var isHealth = HttpMethods.IsGet(context.Request.Method) && context.Request.Path == "/health";
-        if (!isHealth && !ApiKeys.Matches(context.Request.Headers["X-Access-Token"].ToString(), live.Record.AccessTokenHash))
+        var path = context.Request.Path.Value ?? "";
+        var method = context.Request.Method;
+
+        // Only the agent's health answer is public, as in envd: it says nothing but "up". A signed file URL carries no
+        // token by design (it is handed to someone else); the agent verifies its signature against the token, so it
+        // passes here and is refused there when the signature is wrong or expired.
+        var isHealth = HttpMethods.IsGet(method) && path == "/health";
+        var isSignedFileUrl = IsSignedFileUrl(context.Request);
+        if (!isHealth && !isSignedFileUrl && !ApiKeys.Matches(context.Request.Headers[EnvdProtocol.AccessTokenHeader].ToString(), live.Record.AccessTokenHash))
         {
             await ApiProblem.WriteAsync(context, 401, "invalid_access_token", $"Missing or wrong X-Access-Token for sandbox {sandboxId}.");
             return;
         }
-
-        var path = context.Request.Path.Value ?? "";
-        var method = context.Request.Method;
         if (path.Contains(EnvdProtocol.AgentService, StringComparison.OrdinalIgnoreCase))
         {
             // The agent-administration service is airlockd's alone (identity, clock, token); never forwarded.
@@ -109,11 +117,18 @@ internal sealed class EnvdGateway(SandboxManager manager, SandboxConnector conne
                 return;
             }
 
+            // The user is in the Authorization header, not in the message; the agent reads it the same way.
+            if (!EnvdUser.TryRead(context.Request.Headers.Authorization.ToString(), out var user))
+            {
+                await ApiProblem.WriteAsync(context, 401, "invalid_authorization", "The Authorization header is not valid Basic credentials (base64 of \"<user>:\").");
+                return;
+            }
+
             await manager.AuditAsync(AuditKinds.ProcessStart, live.Record, AuditJson.Object(
                 ("command", summary.Command),
                 ("args", summary.Args),
                 ("cwd", summary.Cwd),
-                ("user", summary.User),
+                ("user", user),
                 ("envNames", summary.EnvNames)), context.RequestAborted);
             observeProcess = true;
         }
@@ -162,8 +177,32 @@ internal sealed class EnvdGateway(SandboxManager manager, SandboxConnector conne
             foreach (var upload in uploads)
             {
                 await manager.AuditAsync(AuditKinds.FileWrite, live.Record, AuditJson.Object(
-                    ("path", upload.Path), ("size", upload.Size), ("sha256", upload.Sha256)), CancellationToken.None);
+                    ("path", upload.Path), ("size", upload.Size), ("sha256", upload.Sha256), ("signedUrl", isSignedFileUrl)), CancellationToken.None);
             }
+        }
+    }
+
+    /// <summary>A <c>GET</c> or <c>POST /files</c> that carries E2B's URL signature (<c>signature=v1_…</c>) instead of a token.</summary>
+    private static bool IsSignedFileUrl(HttpRequest request) =>
+        (HttpMethods.IsGet(request.Method) || HttpMethods.IsPost(request.Method))
+        && request.Path == "/files"
+        && request.Query["signature"].ToString().Length > 0;
+
+    /// <summary>
+    /// E2B's edge answer for a sandbox it cannot route to (killed, timed out, paused, unknown): 502 and
+    /// <c>{"sandboxId": "…", "message": "The sandbox was not found", "code": 502}</c>. The SDKs map 502 to "not running".
+    /// </summary>
+    private static async Task WriteSandboxNotFoundAsync(HttpContext context, string sandboxId)
+    {
+        context.Response.StatusCode = StatusCodes.Status502BadGateway;
+        context.Response.ContentType = "application/json; charset=utf-8";
+        await using (var json = new Utf8JsonWriter(context.Response.Body))
+        {
+            json.WriteStartObject();
+            json.WriteString("sandboxId", sandboxId);
+            json.WriteString("message", "The sandbox was not found");
+            json.WriteNumber("code", StatusCodes.Status502BadGateway);
+            json.WriteEndObject();
         }
     }
 

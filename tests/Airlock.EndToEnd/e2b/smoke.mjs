@@ -1,7 +1,8 @@
 // The real e2b SDK, unmodified, pointed at airlockd through its environment only
 // (E2B_API_URL, E2B_SANDBOX_URL, E2B_DOMAIN, E2B_API_KEY). Prints one JSON line with what it saw.
 import assert from 'node:assert/strict'
-import { Sandbox, CommandExitError } from 'e2b'
+// COMPAT_SDK picks the SDK version: "e2b" (2.51.0) or "e2b-2.45" (2.45.0), see package.json.
+const { Sandbox, CommandExitError } = await import(process.env.COMPAT_SDK || 'e2b')
 
 const deadline = setTimeout(() => { console.error('smoke: overall deadline hit'); process.exit(2) }, 120_000)
 
