@@ -5,7 +5,8 @@ using Airlock.Envd;
 using Airlock.Envd.Inspection;
 using Airlock.Server.Api;
 using Airlock.Server.Auth;
-using Airlock.Server.Sandboxes;
+using Airlock.Sandboxes;
+using Airlock.Sandboxes.Agent;
 using Microsoft.AspNetCore.Http;
 using Microsoft.AspNetCore.Http.Features;
 using Microsoft.AspNetCore.WebUtilities;
@@ -30,7 +31,7 @@ namespace Airlock.Server.Envd;
 /// <c>{"sandboxId","message","code":502}</c>: the SDKs' <c>isRunning()</c> is <c>GET /health</c> and returns false only for 502
 /// (docs/e2b-compat.md).
 /// </remarks>
-internal sealed class EnvdGateway(SandboxManager manager, SandboxConnector connector, IHttpForwarder forwarder, AirlockServerOptions options)
+internal sealed class EnvdGateway(SandboxLifecycle manager, SandboxConnector connector, IHttpForwarder forwarder, AirlockServerOptions options)
 {
     private const int MaxStartBody = 1 << 20;
     private static readonly ForwarderRequestConfig ForwardConfig = new() { ActivityTimeout = TimeSpan.FromMinutes(15), AllowResponseBuffering = false };
@@ -73,7 +74,7 @@ internal sealed class EnvdGateway(SandboxManager manager, SandboxConnector conne
             return;
         }
 
-        if (!SandboxManager.ValidId(sandboxId) || !manager.TryGetLive(sandboxId, out var live))
+        if (!SandboxIds.Valid(sandboxId) || !manager.TryGetServing(sandboxId, out var serving))
         {
             await WriteSandboxNotFoundAsync(context, sandboxId);
             return;
@@ -93,7 +94,7 @@ internal sealed class EnvdGateway(SandboxManager manager, SandboxConnector conne
         // passes here and is refused there when the signature is wrong or expired.
         var isHealth = HttpMethods.IsGet(method) && path == "/health";
         var isSignedFileUrl = IsSignedFileUrl(context.Request);
-        if (!isHealth && !isSignedFileUrl && !ApiKeys.Matches(context.Request.Headers[EnvdProtocol.AccessTokenHeader].ToString(), live.Record.AccessTokenHash))
+        if (!isHealth && !isSignedFileUrl && !ApiKeys.Matches(context.Request.Headers[EnvdProtocol.AccessTokenHeader].ToString(), serving.AccessTokenHash))
         {
             await ApiProblem.WriteAsync(context, 401, "invalid_access_token", $"Missing or wrong X-Access-Token for sandbox {sandboxId}.");
             return;
@@ -124,7 +125,7 @@ internal sealed class EnvdGateway(SandboxManager manager, SandboxConnector conne
                 return;
             }
 
-            await manager.AuditAsync(AuditKinds.ProcessStart, live.Record, AuditJson.Object(
+            await manager.AuditAsync(AuditKinds.ProcessStart, serving, AuditJson.Object(
                 ("command", summary.Command),
                 ("args", summary.Args),
                 ("cwd", summary.Cwd),
@@ -150,6 +151,7 @@ internal sealed class EnvdGateway(SandboxManager manager, SandboxConnector conne
         }
 
         ForwarderError error;
+        using var inFlight = manager.EnterActivity(sandboxId); // a timeout pause lets this request finish first
         try
         {
             error = await forwarder.SendAsync(context, SandboxConnector.BaseUri(sandboxId, port).ToString(), connector.Invoker, ForwardConfig, HttpTransformer.Default);
@@ -166,7 +168,7 @@ internal sealed class EnvdGateway(SandboxManager manager, SandboxConnector conne
 
         if (observing?.Observer is { } observer && (observer.Pid is not null || observer.Ended))
         {
-            await manager.AuditAsync(AuditKinds.ProcessExit, live.Record, AuditJson.Object(
+            await manager.AuditAsync(AuditKinds.ProcessExit, serving, AuditJson.Object(
                 ("pid", observer.Pid),
                 ("exitCode", observer.ExitCode),
                 ("status", observer.Ended ? observer.Status : "stream closed before the process ended")), CancellationToken.None);
@@ -176,7 +178,7 @@ internal sealed class EnvdGateway(SandboxManager manager, SandboxConnector conne
         {
             foreach (var upload in uploads)
             {
-                await manager.AuditAsync(AuditKinds.FileWrite, live.Record, AuditJson.Object(
+                await manager.AuditAsync(AuditKinds.FileWrite, serving, AuditJson.Object(
                     ("path", upload.Path), ("size", upload.Size), ("sha256", upload.Sha256), ("signedUrl", isSignedFileUrl)), CancellationToken.None);
             }
         }
