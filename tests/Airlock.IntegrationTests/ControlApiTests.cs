@@ -133,7 +133,7 @@ public sealed class ControlApiTests(HostFixture fixture) : IClassFixture<HostFix
     }
 
     [Fact(Timeout = 180_000)]
-    public async Task A_killed_sandbox_id_is_a_clear_404_for_every_action()
+    public async Task A_killed_sandbox_id_is_a_clear_404_for_every_control_action_and_502_on_envd_as_E2Bs_edge_answers()
     {
         var sandbox = await Host.CreateSandboxAsync();
         using (var kill = await Host.Http.DeleteAsync($"/sandboxes/{sandbox.SandboxId}"))
@@ -152,8 +152,14 @@ public sealed class ControlApiTests(HostFixture fixture) : IClassFixture<HostFix
             Assert.Equal(HttpStatusCode.NotFound, timeout.StatusCode);
         }
 
+        // E2B's SDKs take 502 on envd routes as "not running" (isRunning() false); anything else throws.
         var envd = await Assert.ThrowsAnyAsync<Exception>(() => Host.RunAsync(sandbox, "true"));
-        Assert.Contains("404", envd.ToString() + (envd as Airlock.Envd.Client.EnvdException)?.HttpStatus);
+        Assert.Contains("502", envd.ToString() + (envd as Airlock.Envd.Client.EnvdException)?.HttpStatus);
+        foreach (var path in new[] { "metrics", "logs" })
+        {
+            using var gone = await Host.Http.GetAsync($"/sandboxes/{sandbox.SandboxId}/{path}");
+            Assert.Equal(path == "logs" ? HttpStatusCode.OK : HttpStatusCode.NotFound, gone.StatusCode);
+        }
 
         var detail = await Host.Http.GetFromJsonAsync($"/sandboxes/{sandbox.SandboxId}", ApiJsonContext.Default.SandboxDetail);
         Assert.Equal("killed", detail!.State);
