@@ -31,14 +31,12 @@ internal sealed class SandboxPauser(SandboxContext context, SandboxTerminator te
             throw SandboxException.Conflict("sandbox_paused", $"Sandbox {sandboxId} is already {record.State.ToString().ToLowerInvariant()}.");
         }
 
+        // E2B's SDKs before 2.51 send memory: true on every pause: where the boundary keeps only files, the pause keeps
+        // its files and says so (audit memoryRequested/memoryKept, the resumed report's startedFrom). Refusing it would
+        // leave those SDKs unable to pause a process sandbox at all; keepMemory at create time is refused up front.
         var live = await context.GetLiveAsync(tenantId, sandboxId, cancellationToken);
-        var keepMemory = spec.KeepMemory ?? live.Record.Lifecycle.KeepMemory;
-        if (keepMemory && spec.KeepMemory == true && !CanKeepMemory(live))
-        {
-            throw new SandboxException(SandboxErrorKind.Unavailable, "memory_not_kept", $"Sandbox {sandboxId} runs in the {live.Record.Boundary.Name()} boundary, which cannot keep memory across a pause (only its files); pause it with memory: false.");
-        }
-
-        await PauseLiveAsync(live, "requested", keepMemory, cancellationToken, spec.FreezeInPlace);
+        var keepMemory = (spec.KeepMemory ?? live.Record.Lifecycle.KeepMemory) && CanKeepMemory(live);
+        await PauseLiveAsync(live, spec.KeepMemory == true && !keepMemory ? "requested (memory asked for; this boundary keeps files only)" : "requested", keepMemory, cancellationToken, spec.FreezeInPlace);
     }
 
     private bool CanKeepMemory(LiveSandbox live) =>
