@@ -141,6 +141,26 @@ public sealed class TimeoutTests
     }
 
     [Fact(Timeout = 10_000)]
+    public async Task A_sandbox_paused_by_request_while_its_timeout_pause_drains_stays_paused_with_its_saved_state()
+    {
+        await using var h = new LifecycleHarness();
+        var id = (await h.CreateAsync(LifecycleHarness.Spec() with { TimeoutSeconds = 60, OnTimeout = TimeoutAction.Pause })).Record.SandboxId;
+        var request = h.Lifecycle.EnterActivity(id);
+        await h.AdvanceAsync(TimeSpan.FromSeconds(60)); // the timeout pause now waits for the request
+
+        await h.Lifecycle.PauseAsync(LifecycleHarness.Tenant, id, new PauseSpec(), CancellationToken.None);
+        request.Dispose();
+        await h.AdvanceAsync(TimeSpan.FromSeconds(1), TimeSpan.FromMilliseconds(100));
+        await Task.Delay(100);
+
+        Assert.Equal(SandboxState.Paused, h.StateOf(id));
+        Assert.True(h.Process.PausedStates.ContainsKey(id));
+        Assert.DoesNotContain(id, h.Process.Cleaned);
+        Assert.Empty(h.AuditOf(id, AuditKinds.Timeout));
+        Assert.True((await h.Lifecycle.ResumeAsync(LifecycleHarness.Tenant, id, new ResumeSpec(), CancellationToken.None)).Resumed);
+    }
+
+    [Fact(Timeout = 10_000)]
     public async Task A_pause_that_fails_at_the_timeout_kills_the_sandbox_instead()
     {
         await using var h = new LifecycleHarness();
