@@ -53,26 +53,27 @@ internal sealed class SandboxCreator(SandboxContext context, ITemplateSource tem
             throw;
         }
 
-        await context.AuditAsync(AuditKinds.SandboxCreate, record, AuditJson.Object(
-            ("templateId", record.TemplateId),
-            ("risk", admission.Risk.ToString().ToLowerInvariant()),
-            ("boundary", admission.Boundary.Name()),
-            ("timeoutSeconds", admission.TimeoutSeconds),
-            ("onTimeout", admission.Lifecycle.OnTimeout.ToString().ToLowerInvariant()),
-            ("keepMemory", admission.Lifecycle.KeepMemory),
-            ("autoResume", admission.Lifecycle.AutoResume),
-            ("network", admission.Network.IsDenyAll ? "deny-all" : "policy"),
-            ("internetRequested", spec.AllowInternetAccess),
-            ("metadataKeys", record.Metadata.Keys.ToArray()),
-            ("envNames", record.EnvVars.Keys.ToArray()),
-            ("downgrade", admission.Downgrade),
-            ("node", record.NodeId)), cancellationToken);
-
         var stopwatch = Stopwatch.StartNew();
         SandboxNetwork? network = null;
         ISandboxInstance? instance = null;
         try
         {
+            // Inside the try: a create audit that cannot be written (a full disk, a cancelled request) must not leak the reservation.
+            await context.AuditAsync(AuditKinds.SandboxCreate, record, AuditJson.Object(
+                ("templateId", record.TemplateId),
+                ("risk", admission.Risk.ToString().ToLowerInvariant()),
+                ("boundary", admission.Boundary.Name()),
+                ("timeoutSeconds", admission.TimeoutSeconds),
+                ("onTimeout", admission.Lifecycle.OnTimeout.ToString().ToLowerInvariant()),
+                ("keepMemory", admission.Lifecycle.KeepMemory),
+                ("autoResume", admission.Lifecycle.AutoResume),
+                ("network", admission.Network.IsDenyAll ? "deny-all" : "policy"),
+                ("internetRequested", spec.AllowInternetAccess),
+                ("metadataKeys", record.Metadata.Keys.ToArray()),
+                ("envNames", record.EnvVars.Keys.ToArray()),
+                ("downgrade", admission.Downgrade),
+                ("node", record.NodeId)), cancellationToken);
+
             var rootfs = await templates.GetRootFsAsync(record.TemplateId, cancellationToken);
             Directory.CreateDirectory(context.Options.StateDir(id));
             network = await context.Network.CreateAsync(id, admission.Network, cancellationToken);

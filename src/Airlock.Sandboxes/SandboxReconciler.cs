@@ -148,15 +148,18 @@ internal sealed class SandboxReconciler(SandboxContext context, SandboxTerminato
     }
 
     /// <summary>
-    /// Only what belongs to this data directory is ours to clean: ids this store has ever known or that have a state
-    /// directory here. Another airlockd on the same host (another data dir) keeps its sandboxes.
+    /// Only what belongs to this data directory is ours to clean: ids this store has ever known for this node or that have
+    /// a state directory here. Another airlockd on the same host (another data dir, or another node id) keeps its sandboxes.
     /// </summary>
     private async Task RemoveLeftoversAsync(HashSet<string> adopted, HashSet<string> kept, List<string> actions, CancellationToken cancellationToken)
     {
         var ours = new HashSet<string>(StringComparer.Ordinal);
         foreach (var record in await context.Store.ListSandboxesAsync(null, null, cancellationToken))
         {
-            ours.Add(record.SandboxId);
+            if (record.NodeId == context.Options.NodeId)
+            {
+                ours.Add(record.SandboxId); // a store shared by nodes also knows theirs: those are not ours to clean
+            }
         }
 
         var dir = context.Options.SandboxesDir;

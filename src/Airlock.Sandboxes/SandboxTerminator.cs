@@ -21,9 +21,9 @@ internal sealed class SandboxTerminator(SandboxContext context, UsageMeter meter
         await live.Gate.WaitAsync(cancellationToken);
         try
         {
-            if (live.Ending)
+            if (live.Ending || !context.Registry.TryGet(live.Record.SandboxId, out var current) || !ReferenceEquals(current, live))
             {
-                return;
+                return; // already ending, or paused to disk meanwhile (a late timeout must not end the paused sandbox)
             }
 
             live.Ending = true;
