@@ -146,7 +146,10 @@ internal sealed class SandboxPauser(SandboxContext context, SandboxTerminator te
         live.Record = live.Record with { State = SandboxState.Running };
         await context.Store.UpdateSandboxAsync(live.Record, CancellationToken.None);
         await context.AuditAsync(AuditKinds.PauseFailed, live.Record, AuditJson.Object(("reason", ex.Message), ("stillRunning", alive)), CancellationToken.None);
-        Rearm?.Invoke(live);
+        if (live.Record.EndAt > context.Now)
+        {
+            Rearm?.Invoke(live); // a requested pause: the timeout still lies ahead; at the timeout the supervisor decides
+        }
         if (!alive)
         {
             _ = terminator.EndAsync(live, SandboxState.Failed, $"lost while pausing: {ex.Message}", AuditKinds.Failed, CancellationToken.None);

@@ -57,12 +57,12 @@ internal sealed class SandboxResumer(SandboxContext context, UsageMeter meter, S
         var stateDir = context.Options.StateDir(sandboxId);
         var withMemory = pausable.PausedWithMemory(stateDir);
         var stopwatch = Stopwatch.StartNew();
-        record = record with { State = SandboxState.Resuming, Usage = meter.Paused(record, context.Now) };
-        await context.Store.UpdateSandboxAsync(record, cancellationToken);
         SandboxNetwork? network = null;
         ISandboxInstance? instance = null;
         try
         {
+            record = record with { State = SandboxState.Resuming, Usage = meter.Paused(record, context.Now) };
+            await context.Store.UpdateSandboxAsync(record, cancellationToken);
             network = await context.Network.CreateAsync(sandboxId, record.NetworkPolicy, cancellationToken);
             var launch = context.Launch(record, token, network);
             instance = await pausable.ResumeAsync(launch, record.Report ?? throw new InvalidOperationException("the paused sandbox has no boundary report"), cancellationToken);

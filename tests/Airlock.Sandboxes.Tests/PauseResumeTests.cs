@@ -124,16 +124,19 @@ public sealed class PauseResumeTests
     }
 
     [Fact(Timeout = 10_000)]
-    public async Task A_pause_asking_for_memory_on_a_boundary_that_cannot_keep_it_is_unavailable_and_the_sandbox_runs_on()
+    public async Task A_pause_asking_for_memory_on_a_boundary_that_keeps_only_files_pauses_its_files_and_says_so()
     {
+        // E2B SDKs before 2.51 send memory: true on every pause; a process sandbox pauses its files and the audit says so.
         await using var h = new LifecycleHarness();
         var id = (await h.CreateAsync()).Record.SandboxId;
 
-        var ex = await Assert.ThrowsAsync<SandboxException>(() => PauseAsync(h, id, new PauseSpec { KeepMemory = true }));
+        await PauseAsync(h, id, new PauseSpec { KeepMemory = true });
 
-        Assert.Equal(SandboxErrorKind.Unavailable, ex.Kind);
-        Assert.Equal(SandboxState.Running, h.StateOf(id));
-        Assert.True(h.Lifecycle.TryGetServing(id, out _));
+        Assert.Equal(SandboxState.Paused, h.StateOf(id));
+        Assert.Equal((id, false), Assert.Single(h.Process.Pauses));
+        var pause = Assert.Single(h.AuditOf(id, AuditKinds.Pause));
+        Assert.Contains("\"memoryKept\":false", pause.Data, StringComparison.Ordinal);
+        Assert.Contains("memory asked for", pause.Data, StringComparison.Ordinal);
     }
 
     [Fact(Timeout = 10_000)]
