@@ -152,6 +152,53 @@ internal static class WritableLayer
         return NativeMethods.AllocatedBytes(image) ?? new FileInfo(image).Length;
     }
 
+    /// <summary>
+    /// The mounted layer's filesystem (statfs): bytes the sandbox has written and the quota; null when it is not
+    /// mounted (a stopped or paused sandbox).
+    /// </summary>
+    public static (long Used, long Total)? Usage(string stateDir)
+    {
+        var layer = LayerDir(stateDir);
+        if (!IsMountPoint(layer))
+        {
+            return null;
+        }
+
+        try
+        {
+            var drive = new DriveInfo(layer);
+            return (drive.TotalSize - drive.TotalFreeSpace, drive.TotalSize);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException or ArgumentException)
+        {
+            return null;
+        }
+    }
+
+    /// <summary>
+    /// Moves the ownership of everything in the upper layer from the id range the sandbox last ran with to the one it
+    /// runs with now (its ids follow its network slot, which a resume may change), and records the new range.
+    /// </summary>
+    public static void ShiftOwnership(string stateDir, uint idBase, uint count)
+    {
+        var saved = Path.Combine(stateDir, "idbase");
+        if (File.Exists(saved) && uint.TryParse(File.ReadAllText(saved), CultureInfo.InvariantCulture, out var old) && old != idBase)
+        {
+            var upper = Upper(stateDir);
+            foreach (var path in Directory.EnumerateFileSystemEntries(upper, "*", new EnumerationOptions { RecurseSubdirectories = true, AttributesToSkip = 0, IgnoreInaccessible = false }).Prepend(upper))
+            {
+                if (NativeMethods.Owner(path) is var (uid, gid))
+                {
+                    NativeMethods.lchown(path, Shift(uid), Shift(gid));
+                }
+            }
+
+            uint Shift(uint id) => id >= old && id - old < count ? idBase + (id - old) : id;
+        }
+
+        File.WriteAllText(saved, idBase.ToString(CultureInfo.InvariantCulture));
+    }
+
     public static bool IsMountPoint(string dir) => HostTools.MountPoints().Contains(dir);
 
     /// <summary>Deletes a sandbox's state directory unless something is still mounted under it; says which it did.</summary>
