@@ -27,6 +27,9 @@ public class Harness : IAsyncLifetime
     /// <summary>The driver under test; the container harness overrides it.</summary>
     protected virtual ISandboxDriver CreateDriver() => new BubblewrapDriver(new BubblewrapOptions { DataDir = DataDir });
 
+    /// <summary>How long a started or resumed sandbox's agent may take to answer (a microVM boots under TCG).</summary>
+    public virtual TimeSpan ReadyTimeout => TimeSpan.FromSeconds(15);
+
     public async Task InitializeAsync()
     {
         Assert.True(Environment.IsPrivilegedProcess, "the boundary tests mount overlays and create namespaces: run them as root");
@@ -120,7 +123,8 @@ public sealed class TestSandbox : IAsyncDisposable
 
     public async Task WaitReadyAsync()
     {
-        for (var i = 0; i < 150; i++)
+        var waited = System.Diagnostics.Stopwatch.StartNew();
+        while (waited.Elapsed < _harness.ReadyTimeout)
         {
             if (Instance.Exited.IsCompleted)
             {
@@ -151,7 +155,7 @@ public sealed class TestSandbox : IAsyncDisposable
             await Task.Delay(100);
         }
 
-        throw new TimeoutException("the agent did not come up in 15 s");
+        throw new TimeoutException($"the agent did not come up in {_harness.ReadyTimeout.TotalSeconds:0} s");
     }
 
     public Task<(string Stdout, string Stderr, int ExitCode)> RunAsRootAsync(string script, int timeoutSeconds = 60) => RunAsync(script, timeoutSeconds, "root");
@@ -220,9 +224,49 @@ public sealed class ContainerWithoutUserNamespaceHarness : Harness
     protected override ISandboxDriver CreateDriver() => new Airlock.Boundaries.Container.RuncDriver(new Airlock.Boundaries.Container.RuncOptions { DataDir = DataDir, UserNamespace = false });
 }
 
+/// <summary>The microVM boundary (QEMU, TCG on these hosts) with the image and snapshot cache the integration tests share.</summary>
+public sealed class MicroVmHarness : Harness
+{
+    public static string VmCacheDir => Environment.GetEnvironmentVariable("AIRLOCK_VM_CACHE_DIR") ?? "/var/lib/airlock/vm-cache";
+
+    public override TimeSpan ReadyTimeout => TimeSpan.FromSeconds(120);
+
+    protected override ISandboxDriver CreateDriver() =>
+        new Airlock.Boundaries.MicroVm.QemuDriver(new Airlock.Boundaries.MicroVm.QemuOptions { DataDir = DataDir, CacheDir = VmCacheDir }, Network);
+}
+
 /// <summary>Checks both host-kernel boundaries share.</summary>
 public static class SharedChecks
 {
+    private static readonly Airlock.Boundaries.Cgroups.CgroupManager Cgroups = new();
+
+    /// <summary>A sample reads the sandbox's cgroup (CPU, memory and its limit) and its mounted layer (disk used and quota).</summary>
+    public static async Task A_sample_shows_cpu_memory_and_disk_growing_with_writes(Harness harness)
+    {
+        var sandbox = await harness.StartAsync(new SandboxLimits { MemoryMiB = 256, DiskMiB = 512, CpuMillis = 1500 });
+        await using (sandbox)
+        {
+            var before = await sandbox.Instance.SampleAsync(CancellationToken.None);
+            Assert.NotNull(before);
+            var (_, stderr, exit) = await sandbox.RunAsync("dd if=/dev/zero of=~/f bs=1M count=50 status=none; sync", timeoutSeconds: 120);
+            Assert.True(exit == 0, stderr);
+            var after = await sandbox.Instance.SampleAsync(CancellationToken.None);
+            Assert.NotNull(after);
+
+            Assert.InRange(after.DiskUsedBytes - before.DiskUsedBytes, 45L << 20, 60L << 20);
+            Assert.InRange(after.DiskTotalBytes, 400L << 20, 512L << 20); // the layer's ext4, less its own metadata
+            Assert.InRange(after.MemoryUsedBytes, 1, 256L << 20);
+            Assert.Equal(256L << 20, after.MemoryTotalBytes);
+            Assert.Equal(2, after.CpuCount); // 1500 millicores: part of a second core
+            Assert.True(after.CpuUsed > TimeSpan.Zero && after.CpuUsed >= before.CpuUsed, $"{before.CpuUsed} then {after.CpuUsed}");
+            Assert.True(after.At >= before.At);
+        }
+
+        Assert.Empty(Cgroups.Directories(sandbox.Id));
+        Assert.DoesNotContain(BubblewrapDriver.MountPoints(), m => m.Contains(sandbox.Id, StringComparison.Ordinal));
+        Assert.False(Directory.Exists(sandbox.Launch.StateDir));
+    }
+
     /// <summary>
     /// An unbounded fork bomb runs; the agent must still start a command: the commands' RLIMIT_NPROC stops the bomb
     /// below the sandbox's pids limit, leaving the agent room.
