@@ -34,8 +34,10 @@ internal abstract class SandboxInstance : ISandboxInstance
     private int _state; // 0 running, 1 stopped by airlockd (killed, paused) or detached
 
     protected SandboxInstance(
-        string sandboxId, string stateDir, BoundaryReport report, System.Diagnostics.Process? child, int pid, CgroupManager cgroups, ILogger logger, TimeSpan poll)
+        string sandboxId, string stateDir, BoundaryReport report, System.Diagnostics.Process? child, int pid, CgroupManager cgroups, ILogger logger, TimeSpan poll,
+        string? bootToken = null)
     {
+        BootToken = bootToken;
         SandboxId = sandboxId;
         StateDir = stateDir;
         Report = report;
@@ -55,6 +57,9 @@ internal abstract class SandboxInstance : ISandboxInstance
     public int? HostPid { get; }
 
     public Task<string> Exited => _exited.Task;
+
+    /// <summary>The token the agent starts with, when airlockd must replace it through SetIdentity (container, microVM).</summary>
+    public string? BootToken { get; }
 
     public virtual TimeSpan? CpuUsed => Cgroups.CpuUsage(SandboxId);
 

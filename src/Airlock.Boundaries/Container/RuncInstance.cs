@@ -10,11 +10,10 @@ namespace Airlock.Boundaries.Container;
 /// container's init pid (detached, or adopted after an airlockd restart), its cgroups and its mounts.
 /// </summary>
 internal sealed class RuncInstance(
-    RuncDriver driver, string sandboxId, string stateDir, BoundaryReport report, System.Diagnostics.Process? process, int pid, CgroupManager cgroups, ILogger logger)
-    : SandboxInstance(sandboxId, stateDir, report, process, pid, cgroups, logger, poll: TimeSpan.FromMilliseconds(250)), IFreezableInstance
+    RuncDriver driver, string sandboxId, string stateDir, BoundaryReport report, System.Diagnostics.Process? process, int pid, CgroupManager cgroups, ILogger logger,
+    string? bootToken = null)
+    : SandboxInstance(sandboxId, stateDir, report, process, pid, cgroups, logger, poll: TimeSpan.FromMilliseconds(250), bootToken), IFreezableInstance
 {
-    public string? BootToken { get; init; }
-
     protected override TimeSpan GracePeriod => TimeSpan.FromMilliseconds(500);
 
     protected override string EntryName => "the container's init";

@@ -299,7 +299,9 @@ internal static class WritableLayer
             using var userns = File.OpenHandle($"/proc/{holder.Id}/ns/user", FileMode.Open, FileAccess.Read);
 
             const uint OpenTreeClone = 1, OpenTreeCloexec = 0x80000, AtEmptyPath = 0x1000, AtRecursive = 0x8000, MoveMountFEmptyPath = 4;
-            const ulong MountAttrIdmap = 0x00100000;
+            // Read-only as well: overlayfs never writes its lower layer, and nothing (a recursive delete of a state
+            // directory whose mounts were left behind, say) may reach the shared template through this view.
+            const ulong MountAttrRdonly = 0x00000001, MountAttrIdmap = 0x00100000;
             const int AtFdcwd = -100;
             var tree = NativeMethods.open_tree(AtFdcwd, source, OpenTreeClone | OpenTreeCloexec | AtRecursive);
             if (tree < 0)
@@ -309,7 +311,7 @@ internal static class WritableLayer
 
             try
             {
-                var attr = new NativeMethods.MountAttr { AttrSet = MountAttrIdmap, UsernsFd = (ulong)userns.DangerousGetHandle() };
+                var attr = new NativeMethods.MountAttr { AttrSet = MountAttrIdmap | MountAttrRdonly, UsernsFd = (ulong)userns.DangerousGetHandle() };
                 if (NativeMethods.mount_setattr(tree, "", AtEmptyPath | AtRecursive, ref attr, (nuint)Marshal.SizeOf<NativeMethods.MountAttr>()) != 0)
                 {
                     return "mount_setattr(MOUNT_ATTR_IDMAP): " + Marshal.GetPInvokeErrorMessage(Marshal.GetLastPInvokeError());

@@ -23,15 +23,12 @@ internal sealed class QemuInstance : SandboxInstance
     public QemuInstance(
         string sandboxId, BoundaryReport report, System.Diagnostics.Process? process, int pid, QmpClient qmp, CgroupManager cgroups, string stateDir,
         string? bootToken, GuestLink guest, ILogger logger)
-        : base(sandboxId, stateDir, report, process, pid, cgroups, logger, poll: TimeSpan.FromMilliseconds(500))
+        : base(sandboxId, stateDir, report, process, pid, cgroups, logger, poll: TimeSpan.FromMilliseconds(500), bootToken)
     {
         _qmp = qmp;
-        BootToken = bootToken;
         Guest = guest;
         _ = CapLogAsync();
     }
-
-    public string? BootToken { get; }
 
     /// <summary>How airlockd reaches the guest's agent (its link and access token), for a sync before a pause.</summary>
     public GuestLink Guest { get; }
