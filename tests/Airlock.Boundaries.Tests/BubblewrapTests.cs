@@ -250,7 +250,7 @@ public sealed class BubblewrapTests(Harness harness) : IClassFixture<Harness>
         var resumed = await sandbox.ResumeAsync(driver);
         await using (resumed)
         {
-            Assert.Equal("resumed from disk: files kept, processes restarted", resumed.Instance.Report.StartedFrom);
+            Assert.Equal("resumed from disk: files kept, processes were stopped at pause and started afresh", resumed.Instance.Report.StartedFrom);
             Assert.NotEqual(sandbox.Launch.Network.Index, resumed.Launch.Network.Index); // a new uid: the files must follow it
             var (stdout, stderr, _) = await resumed.RunAsync("cat ~/note ~/work/file; pgrep -c sleep || true; echo more >> ~/note && stat -c '%U' ~/note ~/work/file");
             Assert.True(stdout == "kept\ndeep\n0\nuser\nuser\n", stdout + stderr);

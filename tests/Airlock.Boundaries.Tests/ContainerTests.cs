@@ -149,7 +149,7 @@ public sealed class ContainerTests(ContainerHarness harness) : IClassFixture<Con
         var resumed = await sandbox.ResumeAsync(driver);
         await using (resumed)
         {
-            Assert.Equal("resumed from disk: files kept, processes restarted", resumed.Instance.Report.StartedFrom);
+            Assert.Equal("resumed from disk: files kept, processes were stopped at pause and started afresh", resumed.Instance.Report.StartedFrom);
             Assert.NotEqual(sandbox.Launch.Network.Index, resumed.Launch.Network.Index);
             var (stdout, _, _) = await resumed.RunAsync("cat ~/note; pgrep -c sleep || true; echo more >> ~/note && stat -c '%U' ~/note /usr/local/kept-by-root");
             Assert.Equal("kept\n0\nuser\nroot\n", stdout); // the files followed the sandbox to its new id range

@@ -17,7 +17,7 @@ namespace Airlock.Boundaries.Layers;
 internal static class FilesOnlyPause
 {
     /// <summary>What a resumed sandbox's report says it started from.</summary>
-    public const string ResumedFrom = "resumed from disk: files kept, processes restarted";
+    public const string ResumedFrom = "resumed from disk: files kept, processes were stopped at pause and started afresh";
 
     private const string Marker = "paused";
     private const string TemplateFile = "template";

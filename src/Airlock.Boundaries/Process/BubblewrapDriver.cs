@@ -181,12 +181,15 @@ public sealed class BubblewrapDriver(BubblewrapOptions options, ILogger<Bubblewr
         return actions;
     }
 
+    private Task<IReadOnlyList<string>> StopAsync(string sandboxId, string stateDir, CancellationToken cancellationToken) =>
+        StopAsync(_cgroups, _logger, sandboxId, stateDir, cancellationToken);
+
     /// <summary>Kills what runs in the sandbox's cgroups and detaches its mounts; the state directory (and layer image) stays.</summary>
-    private async Task<IReadOnlyList<string>> StopAsync(string sandboxId, string stateDir, CancellationToken cancellationToken)
+    internal static async Task<IReadOnlyList<string>> StopAsync(CgroupManager cgroups, ILogger logger, string sandboxId, string stateDir, CancellationToken cancellationToken)
     {
-        var actions = new List<string>(await _cgroups.DestroyAsync(sandboxId, cancellationToken));
+        var actions = new List<string>(await cgroups.DestroyAsync(sandboxId, cancellationToken));
         var unmounted = WritableLayer.Unmount(stateDir);
-        Log.Unmounted(_logger, stateDir, unmounted.Count);
+        Log.Unmounted(logger, stateDir, unmounted.Count);
         actions.AddRange(unmounted);
         return actions;
     }

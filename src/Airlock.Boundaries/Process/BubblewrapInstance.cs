@@ -32,9 +32,6 @@ internal sealed class BubblewrapInstance(
     }
 
     /// <summary>The cgroup makes sure; then the overlay and the layer image are detached (the image itself stays).</summary>
-    protected override async Task ForceStopAsync(CancellationToken cancellationToken)
-    {
-        await Cgroups.DestroyAsync(SandboxId, cancellationToken);
-        Log.Unmounted(Logger, StateDir, Layers.WritableLayer.Unmount(StateDir).Count);
-    }
+    protected override Task ForceStopAsync(CancellationToken cancellationToken) =>
+        BubblewrapDriver.StopAsync(Cgroups, Logger, SandboxId, StateDir, cancellationToken);
 }
