@@ -188,7 +188,7 @@ public sealed partial class QemuDriver(QemuOptions options, INetworkManager netw
     /// create, replace or symlink anything airlockd later opens as root (the QEMU log, vm.conf, memory.bin). QEMU's own
     /// sockets and pid file go to <c>run/</c>, which that uid owns.
     /// </summary>
-    private static void PrepareStateDir(string stateDir, uint uid)
+    private void PrepareStateDir(string stateDir, uint uid)
     {
         Directory.CreateDirectory(stateDir);
         NativeMethods.lchown(stateDir, 0, 0);
@@ -203,7 +203,7 @@ public sealed partial class QemuDriver(QemuOptions options, INetworkManager netw
         NativeMethods.lchown(run, uid, uid);
         UnixFiles.SetMode(run, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
         // QEMU, as the sandbox uid, must traverse the data directory to its state and to the cached images.
-        UnixFiles.AddMode(Path.GetDirectoryName(stateDir)!, UnixFileMode.OtherExecute);
+        Layers.WritableLayer.MakeTraversable(Path.GetDirectoryName(stateDir)!, options.DataDir);
     }
 
     /// <summary>Where QEMU (as the sandbox uid) creates its QMP socket, pid file and incoming-migration socket.</summary>
