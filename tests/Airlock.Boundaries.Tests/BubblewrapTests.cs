@@ -1,5 +1,6 @@
 using Airlock.Boundaries.Cgroups;
 using Airlock.Boundaries.Process;
+using Airlock.Core.Drivers;
 using Airlock.Core.Sandboxes;
 
 namespace Airlock.Boundaries.Tests;
@@ -223,6 +224,69 @@ public sealed class BubblewrapTests(Harness harness) : IClassFixture<Harness>
         Assert.Contains("No space left on device", stdout, StringComparison.Ordinal);
         Assert.InRange(int.Parse(stdout.Split('\n')[1], System.Globalization.CultureInfo.InvariantCulture), 40, 96);
         Assert.Equal(96L * 1024 * 1024, new FileInfo(Path.Combine(sandbox.Launch.StateDir, "layer.img")).Length);
+    }
+
+    [Fact(Timeout = 180_000)]
+    public Task A_sample_shows_cpu_memory_and_disk_growing_with_writes() => SharedChecks.A_sample_shows_cpu_memory_and_disk_growing_with_writes(harness);
+
+    [Fact(Timeout = 180_000)]
+    public async Task A_paused_process_sandbox_comes_back_with_its_files_and_none_of_its_processes()
+    {
+        var driver = (IPausableDriver)harness.Driver;
+        Assert.False(driver.CanKeepMemory);
+        var sandbox = await harness.StartAsync();
+        var (started, _, _) = await sandbox.RunAsync("echo kept > ~/note; mkdir -p ~/work && echo deep > ~/work/file; (sleep 900 &); pgrep -c sleep");
+        Assert.Equal("1\n", started);
+
+        await driver.PauseAsync(sandbox.Instance, keepMemory: false, CancellationToken.None);
+        Assert.Empty(Cgroups.Pids(sandbox.Id));
+        Assert.Empty(Cgroups.Directories(sandbox.Id));
+        Assert.DoesNotContain(BubblewrapDriver.MountPoints(), m => m.StartsWith(sandbox.Launch.StateDir, StringComparison.Ordinal));
+        Assert.True(driver.HasPausedState(sandbox.Launch.StateDir));
+        Assert.False(driver.PausedWithMemory(sandbox.Launch.StateDir));
+        Assert.InRange(driver.PausedBytes(sandbox.Launch.StateDir), 1, 200L * 1024 * 1024);
+        Assert.NotEmpty(await sandbox.Instance.Exited.WaitAsync(TimeSpan.FromSeconds(5)));
+
+        var resumed = await sandbox.ResumeAsync(driver);
+        await using (resumed)
+        {
+            Assert.Equal("resumed from disk: files kept, processes were stopped at pause and started afresh", resumed.Instance.Report.StartedFrom);
+            Assert.NotEqual(sandbox.Launch.Network.Index, resumed.Launch.Network.Index); // a new uid: the files must follow it
+            var (stdout, stderr, _) = await resumed.RunAsync("cat ~/note ~/work/file; pgrep -c sleep || true; echo more >> ~/note && stat -c '%U' ~/note ~/work/file");
+            Assert.True(stdout == "kept\ndeep\n0\nuser\nuser\n", stdout + stderr);
+        }
+
+        AssertNothingLeft(resumed);
+        AssertNothingLeft(sandbox);
+    }
+
+    [Fact(Timeout = 120_000)]
+    public async Task Pausing_a_process_sandbox_with_its_memory_is_refused_and_it_keeps_running()
+    {
+        var sandbox = await harness.StartAsync();
+        await using (sandbox)
+        {
+            var e = await Assert.ThrowsAsync<NotSupportedException>(() => ((IPausableDriver)harness.Driver).PauseAsync(sandbox.Instance, keepMemory: true, CancellationToken.None));
+            Assert.Contains("cannot keep memory", e.Message, StringComparison.Ordinal);
+            Assert.Equal("alive\n", (await sandbox.RunAsync("echo alive")).Stdout);
+            Assert.False(sandbox.Instance.Exited.IsCompleted);
+        }
+
+        AssertNothingLeft(sandbox);
+    }
+
+    [Fact(Timeout = 120_000)]
+    public async Task Killing_three_times_at_once_stops_the_sandbox_once()
+    {
+        var sandbox = await harness.StartAsync();
+        var pid = sandbox.Instance.HostPid!.Value;
+        await Task.WhenAll(Enumerable.Range(0, 3).Select(_ => sandbox.Instance.KillAsync(CancellationToken.None)));
+        Assert.Empty(Cgroups.Directories(sandbox.Id));
+        Assert.False(Directory.Exists($"/proc/{pid}"));
+        Assert.NotEmpty(await sandbox.Instance.Exited.WaitAsync(TimeSpan.FromSeconds(5)));
+        await sandbox.Instance.KillAsync(CancellationToken.None); // a later kill waits for the first: nothing to do
+        await sandbox.DisposeAsync();
+        AssertNothingLeft(sandbox);
     }
 
     private static void AssertNothingLeft(TestSandbox sandbox)

@@ -149,7 +149,7 @@ public sealed class ContainerTests(ContainerHarness harness) : IClassFixture<Con
         var resumed = await sandbox.ResumeAsync(driver);
         await using (resumed)
         {
-            Assert.Contains("processes were stopped", resumed.Instance.Report.StartedFrom, StringComparison.Ordinal);
+            Assert.Equal("resumed from disk: files kept, processes were stopped at pause and started afresh", resumed.Instance.Report.StartedFrom);
             Assert.NotEqual(sandbox.Launch.Network.Index, resumed.Launch.Network.Index);
             var (stdout, _, _) = await resumed.RunAsync("cat ~/note; pgrep -c sleep || true; echo more >> ~/note && stat -c '%U' ~/note /usr/local/kept-by-root");
             Assert.Equal("kept\n0\nuser\nroot\n", stdout); // the files followed the sandbox to its new id range
@@ -157,6 +157,29 @@ public sealed class ContainerTests(ContainerHarness harness) : IClassFixture<Con
             Assert.Equal("root-file\n", rootOut);
         }
     }
+
+    [Fact(Timeout = 120_000)]
+    public async Task Pausing_a_container_with_its_memory_is_refused_and_it_keeps_running()
+    {
+        var driver = (IPausableDriver)harness.Driver;
+        Assert.False(driver.CanKeepMemory);
+        var sandbox = await harness.StartAsync();
+        await using (sandbox)
+        {
+            var e = await Assert.ThrowsAsync<NotSupportedException>(() => driver.PauseAsync(sandbox.Instance, keepMemory: true, CancellationToken.None));
+            Assert.Contains("cannot keep memory", e.Message, StringComparison.Ordinal);
+            Assert.Equal("alive\n", (await sandbox.RunAsync("echo alive")).Stdout);
+            Assert.False(((RuncInstance)sandbox.Instance).Frozen);
+            Assert.False(driver.PausedWithMemory(sandbox.Launch.StateDir));
+        }
+
+        Assert.Empty(Cgroups.Directories(sandbox.Id));
+        Assert.DoesNotContain(Airlock.Boundaries.Process.BubblewrapDriver.MountPoints(), m => m.Contains(sandbox.Id, StringComparison.Ordinal));
+        Assert.False(Directory.Exists(sandbox.Launch.StateDir));
+    }
+
+    [Fact(Timeout = 180_000)]
+    public Task A_sample_shows_cpu_memory_and_disk_growing_with_writes() => SharedChecks.A_sample_shows_cpu_memory_and_disk_growing_with_writes(harness);
 
     [Fact]
     public async Task A_frozen_container_runs_nothing_until_thawed()

@@ -27,6 +27,9 @@ public class Harness : IAsyncLifetime
     /// <summary>The driver under test; the container harness overrides it.</summary>
     protected virtual ISandboxDriver CreateDriver() => new BubblewrapDriver(new BubblewrapOptions { DataDir = DataDir });
 
+    /// <summary>How long a started or resumed sandbox's agent may take to answer (a microVM boots under TCG).</summary>
+    public virtual TimeSpan ReadyTimeout => TimeSpan.FromSeconds(15);
+
     public async Task InitializeAsync()
     {
         Assert.True(Environment.IsPrivilegedProcess, "the boundary tests mount overlays and create namespaces: run them as root");
@@ -38,10 +41,40 @@ public class Harness : IAsyncLifetime
         Driver = CreateDriver();
     }
 
-    public Task DisposeAsync()
+    /// <summary>
+    /// Cleans what failed tests left running (as airlockd's reconcile would), then deletes the data directory, never
+    /// through a mount: a recursive delete that crosses a leftover mount of the template destroys the template.
+    /// </summary>
+    public async Task DisposeAsync()
     {
+        var sandboxes = Path.Combine(DataDir, "sandboxes");
+        foreach (var stateDir in Directory.Exists(sandboxes) ? Directory.GetDirectories(sandboxes) : [])
+        {
+            await Driver.CleanupAsync(Path.GetFileName(stateDir), stateDir, CancellationToken.None);
+        }
+
+        foreach (var network in _networks)
+        {
+            await Network.DeleteAsync(network, CancellationToken.None);
+        }
+
+        var mounted = BubblewrapDriver.MountPoints().Where(m => m.StartsWith(DataDir + "/", StringComparison.Ordinal)).ToList();
+        if (mounted.Count > 0)
+        {
+            throw new InvalidOperationException($"kept {DataDir}: still mounted under it: {string.Join(", ", mounted)}");
+        }
+
         Directory.Delete(DataDir, recursive: true);
-        return Task.CompletedTask;
+    }
+
+    private readonly System.Collections.Concurrent.ConcurrentBag<SandboxNetwork> _networks = [];
+
+    /// <summary>A sandbox network the harness deletes at the end if the test did not.</summary>
+    public async Task<SandboxNetwork> CreateNetworkAsync(string id)
+    {
+        var network = await Network.CreateAsync(id, NetworkPolicy.DenyAll, CancellationToken.None);
+        _networks.Add(network);
+        return network;
     }
 
     public static string NewId() => "t" + RandomNumberGenerator.GetString("abcdefghijklmnopqrstuvwxyz0123456789", 19);
@@ -49,7 +82,7 @@ public class Harness : IAsyncLifetime
     public async Task<TestSandbox> StartAsync(SandboxLimits? limits = null, IReadOnlyDictionary<string, string>? env = null, string? id = null)
     {
         id ??= NewId();
-        var network = await Network.CreateAsync(id, NetworkPolicy.DenyAll, CancellationToken.None);
+        var network = await CreateNetworkAsync(id);
         var token = Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(16));
         var launch = new SandboxLaunch
         {
@@ -120,7 +153,8 @@ public sealed class TestSandbox : IAsyncDisposable
 
     public async Task WaitReadyAsync()
     {
-        for (var i = 0; i < 150; i++)
+        var waited = System.Diagnostics.Stopwatch.StartNew();
+        while (waited.Elapsed < _harness.ReadyTimeout)
         {
             if (Instance.Exited.IsCompleted)
             {
@@ -151,7 +185,7 @@ public sealed class TestSandbox : IAsyncDisposable
             await Task.Delay(100);
         }
 
-        throw new TimeoutException("the agent did not come up in 15 s");
+        throw new TimeoutException($"the agent did not come up in {_harness.ReadyTimeout.TotalSeconds:0} s");
     }
 
     public Task<(string Stdout, string Stderr, int ExitCode)> RunAsRootAsync(string script, int timeoutSeconds = 60) => RunAsync(script, timeoutSeconds, "root");
@@ -163,7 +197,7 @@ public sealed class TestSandbox : IAsyncDisposable
         _http.Dispose();
         // The new link is made while the old one still holds its slot, so the resumed sandbox gets another index
         // (and, in the container boundary, another id range its files must follow).
-        var network = await _harness.Network.CreateAsync("r" + Id[1..], NetworkPolicy.DenyAll, CancellationToken.None);
+        var network = await _harness.CreateNetworkAsync("r" + Id[1..]);
         await _harness.Network.DeleteAsync(Launch.Network, CancellationToken.None);
         var launch = Launch with { Network = network };
         var instance = await driver.ResumeAsync(launch, Instance.Report, CancellationToken.None);
@@ -220,9 +254,49 @@ public sealed class ContainerWithoutUserNamespaceHarness : Harness
     protected override ISandboxDriver CreateDriver() => new Airlock.Boundaries.Container.RuncDriver(new Airlock.Boundaries.Container.RuncOptions { DataDir = DataDir, UserNamespace = false });
 }
 
+/// <summary>The microVM boundary (QEMU, TCG on these hosts) with the image and snapshot cache the integration tests share.</summary>
+public sealed class MicroVmHarness : Harness
+{
+    public static string VmCacheDir => Environment.GetEnvironmentVariable("AIRLOCK_VM_CACHE_DIR") ?? "/var/lib/airlock/vm-cache";
+
+    public override TimeSpan ReadyTimeout => TimeSpan.FromSeconds(120);
+
+    protected override ISandboxDriver CreateDriver() =>
+        new Airlock.Boundaries.MicroVm.QemuDriver(new Airlock.Boundaries.MicroVm.QemuOptions { DataDir = DataDir, CacheDir = VmCacheDir }, Network);
+}
+
 /// <summary>Checks both host-kernel boundaries share.</summary>
 public static class SharedChecks
 {
+    private static readonly Airlock.Boundaries.Cgroups.CgroupManager Cgroups = new();
+
+    /// <summary>A sample reads the sandbox's cgroup (CPU, memory and its limit) and its mounted layer (disk used and quota).</summary>
+    public static async Task A_sample_shows_cpu_memory_and_disk_growing_with_writes(Harness harness)
+    {
+        var sandbox = await harness.StartAsync(new SandboxLimits { MemoryMiB = 256, DiskMiB = 512, CpuMillis = 1500 });
+        await using (sandbox)
+        {
+            var before = await sandbox.Instance.SampleAsync(CancellationToken.None);
+            Assert.NotNull(before);
+            var (_, stderr, exit) = await sandbox.RunAsync("dd if=/dev/zero of=~/f bs=1M count=50 status=none; sync", timeoutSeconds: 120);
+            Assert.True(exit == 0, stderr);
+            var after = await sandbox.Instance.SampleAsync(CancellationToken.None);
+            Assert.NotNull(after);
+
+            Assert.InRange(after.DiskUsedBytes - before.DiskUsedBytes, 45L << 20, 60L << 20);
+            Assert.InRange(after.DiskTotalBytes, 400L << 20, 512L << 20); // the layer's ext4, less its own metadata
+            Assert.InRange(after.MemoryUsedBytes, 1, 256L << 20);
+            Assert.Equal(256L << 20, after.MemoryTotalBytes);
+            Assert.Equal(2, after.CpuCount); // 1500 millicores: part of a second core
+            Assert.True(after.CpuUsed > TimeSpan.Zero && after.CpuUsed >= before.CpuUsed, $"{before.CpuUsed} then {after.CpuUsed}");
+            Assert.True(after.At >= before.At);
+        }
+
+        Assert.Empty(Cgroups.Directories(sandbox.Id));
+        Assert.DoesNotContain(BubblewrapDriver.MountPoints(), m => m.Contains(sandbox.Id, StringComparison.Ordinal));
+        Assert.False(Directory.Exists(sandbox.Launch.StateDir));
+    }
+
     /// <summary>
     /// An unbounded fork bomb runs; the agent must still start a command: the commands' RLIMIT_NPROC stops the bomb
     /// below the sandbox's pids limit, leaving the agent room.

@@ -235,6 +235,49 @@ public sealed class NetnsNetworkManagerTests
             () => new NetnsNetworkManager(net.Options with { SandboxAddress = "::1" }, log)).Message, StringComparison.Ordinal);
     }
 
+    [Fact(Timeout = 60_000)]
+    public async Task A_policy_other_than_deny_all_is_refused_and_leaves_nothing_behind()
+    {
+        await using var net = new TestNet();
+        var ct = TestContext.Current();
+        var id = TestNet.NewSandboxId();
+        net.TrackNamespace("airlock-" + id);
+        NetworkPolicy[] unenforceable =
+        [
+            new() { Allow = [new EgressRule("pypi.org") { Ports = [443] }] },
+            new() { Default = EgressDefault.Allow },
+            new() { Default = EgressDefault.Allow, Deny = [new EgressRule("10.0.0.0/8")] },
+        ];
+
+        foreach (var policy in unenforceable)
+        {
+            var ex = await Assert.ThrowsAsync<NotSupportedException>(() => net.Manager.CreateAsync(id, policy, ct));
+            Assert.Contains("deny-all", ex.Message, StringComparison.Ordinal);
+            Assert.False(TestNet.NamespaceExists("airlock-" + id));
+            Assert.False(TestNet.InterfaceExists(NetworkNames.HostInterface(net.Options, id)));
+            Assert.DoesNotContain(id, await net.Manager.FindLeftoversAsync(ct));
+        }
+
+        // A running sandbox's network refuses the same policies and keeps its deny-all firewall.
+        var n = await net.CreateAsync(id, ct);
+        var rulesBefore = await RulesetAsync(n.Namespace, ct);
+        foreach (var policy in unenforceable)
+        {
+            await Assert.ThrowsAsync<NotSupportedException>(() => net.Manager.ApplyPolicyAsync(n, policy, ct));
+        }
+
+        await net.Manager.ApplyPolicyAsync(n, NetworkPolicy.DenyAll, ct);
+        Assert.Equal(rulesBefore, await RulesetAsync(n.Namespace, ct));
+        Assert.Contains("policy drop", rulesBefore, StringComparison.Ordinal);
+    }
+
+    private static async Task<string> RulesetAsync(string ns, CancellationToken ct)
+    {
+        var result = await CliWrap.Buffered.BufferedCommandExtensions.ExecuteBufferedAsync(
+            CliWrap.Cli.Wrap("ip").WithArguments(["netns", "exec", ns, "nft", "list", "ruleset"]), ct);
+        return result.StandardOutput;
+    }
+
     [Fact(Timeout = 30_000)]
     public async Task A_bad_sandbox_id_is_refused_before_anything_is_created()
     {

@@ -1,5 +1,7 @@
 using System.Globalization;
 using Airlock.Core.Sandboxes;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Abstractions;
 
 namespace Airlock.Boundaries.Cgroups;
 
@@ -12,10 +14,12 @@ public sealed class CgroupManager
     private const string Parent = "airlock";
     private static readonly string[] V1Controllers = ["memory", "pids", "cpu", "freezer"];
     private readonly string _root;
+    private readonly ILogger _logger;
 
-    public CgroupManager(string root = "/sys/fs/cgroup")
+    public CgroupManager(string root = "/sys/fs/cgroup", ILogger? logger = null)
     {
         _root = root;
+        _logger = logger ?? NullLogger.Instance;
         IsV2 = File.Exists(Path.Combine(root, "cgroup.controllers"));
     }
 
@@ -46,6 +50,7 @@ public sealed class CgroupManager
             WriteIfPresent(dir, "memory.swap.max", "0");
             Write(dir, "pids.max", pids);
             Write(dir, "cpu.max", $"{quota} 100000");
+            Log.CgroupCreated(_logger, sandboxId, Mode, limits.MemoryMiB, limits.Pids, limits.CpuMillis);
             return [Path.Combine(dir, "cgroup.procs")];
         }
 
@@ -83,6 +88,7 @@ public sealed class CgroupManager
             procs.Add(Path.Combine(dir, "cgroup.procs"));
         }
 
+        Log.CgroupCreated(_logger, sandboxId, Mode, limits.MemoryMiB, limits.Pids, limits.CpuMillis);
         return procs;
     }
 
@@ -151,8 +157,9 @@ public sealed class CgroupManager
         {
             if (IsV2)
             {
-                var line = File.ReadLines(Path.Combine(_root, Parent, sandboxId, "cpu.stat")).FirstOrDefault(l => l.StartsWith("usage_usec ", StringComparison.Ordinal));
-                return line is null ? null : TimeSpan.FromMicroseconds(long.Parse(line.AsSpan(11), CultureInfo.InvariantCulture));
+                return ParseKeyed(File.ReadAllText(Path.Combine(_root, Parent, sandboxId, "cpu.stat")), "usage_usec") is { } usec
+                    ? TimeSpan.FromMicroseconds(usec)
+                    : null;
             }
 
             var acct = Path.Combine(_root, "cpu", Parent, sandboxId, "cpuacct.usage");
@@ -180,6 +187,54 @@ public sealed class CgroupManager
         {
             return null;
         }
+    }
+
+    /// <summary>
+    /// Memory the sandbox uses now, as its working set (usage less the inactive file cache the kernel reclaims first,
+    /// as the kubelet counts it), and its limit (null: none); null when its cgroup is gone.
+    /// </summary>
+    public CgroupMemory? Memory(string sandboxId)
+    {
+        try
+        {
+            var dir = IsV2 ? Path.Combine(_root, Parent, sandboxId) : Path.Combine(_root, "memory", Parent, sandboxId);
+            var usage = long.Parse(File.ReadAllText(Path.Combine(dir, IsV2 ? "memory.current" : "memory.usage_in_bytes")).Trim(), CultureInfo.InvariantCulture);
+            var statFile = Path.Combine(dir, "memory.stat");
+            var inactive = File.Exists(statFile) ? ParseKeyed(File.ReadAllText(statFile), IsV2 ? "inactive_file" : "total_inactive_file") ?? 0 : 0;
+            var limit = ParseLimit(File.ReadAllText(Path.Combine(dir, IsV2 ? "memory.max" : "memory.limit_in_bytes")));
+            return new CgroupMemory(Math.Max(0, usage - inactive), limit);
+        }
+        catch (Exception e) when (e is IOException or FormatException or UnauthorizedAccessException)
+        {
+            return null;
+        }
+    }
+
+    /// <summary>Freezes (or thaws) every process in the sandbox's cgroup (cgroup.freeze on v2, the v1 freezer); false where neither exists.</summary>
+    public bool SetFrozen(string sandboxId, bool frozen) => IsV2
+        ? File.Exists(Path.Combine(_root, Parent, sandboxId, "cgroup.freeze")) && TryWrite(Path.Combine(_root, Parent, sandboxId, "cgroup.freeze"), frozen ? "1" : "0")
+        : File.Exists(Path.Combine(_root, "freezer", Parent, sandboxId, "freezer.state")) && TryWrite(Path.Combine(_root, "freezer", Parent, sandboxId, "freezer.state"), frozen ? "FROZEN" : "THAWED");
+
+    /// <summary>The value of <paramref name="key"/> in a flat keyed cgroup file (<c>key value</c> per line: cpu.stat, memory.stat).</summary>
+    internal static long? ParseKeyed(string text, string key)
+    {
+        foreach (var line in text.AsSpan().EnumerateLines())
+        {
+            if (line.Length > key.Length && line.StartsWith(key, StringComparison.Ordinal) && line[key.Length] == ' '
+                && long.TryParse(line[(key.Length + 1)..].Trim(), NumberStyles.None, CultureInfo.InvariantCulture, out var value))
+            {
+                return value;
+            }
+        }
+
+        return null;
+    }
+
+    /// <summary>A limit file's value in bytes: null for none (v2 <c>max</c>, v1's page-rounded LONG_MAX).</summary>
+    internal static long? ParseLimit(string text)
+    {
+        var value = text.Trim();
+        return value == "max" || !long.TryParse(value, NumberStyles.None, CultureInfo.InvariantCulture, out var bytes) || bytes >= 1L << 62 ? null : bytes;
     }
 
     /// <summary>Kills every process in the sandbox's cgroups and removes them; returns what it did.</summary>
@@ -224,6 +279,8 @@ public sealed class CgroupManager
             actions.Add($"killed {killed} process(es) in cgroup {Parent}/{sandboxId}");
         }
 
+        var removedAny = false;
+
         foreach (var dir in Directories(sandboxId).ToList())
         {
             for (var attempt = 0; ; attempt++)
@@ -232,6 +289,7 @@ public sealed class CgroupManager
                 {
                     Directory.Delete(dir);
                     actions.Add($"removed cgroup {dir}");
+                    removedAny = true;
                     break;
                 }
                 catch (IOException) when (attempt < 40)
@@ -239,6 +297,11 @@ public sealed class CgroupManager
                     await Task.Delay(TimeSpan.FromMilliseconds(50), cancellationToken);
                 }
             }
+        }
+
+        if (removedAny || killed > 0)
+        {
+            Log.CgroupDestroyed(_logger, sandboxId, string.Join("; ", actions));
         }
 
         return actions;
@@ -330,3 +393,6 @@ public sealed class CgroupManager
         }
     }
 }
+
+/// <summary>A cgroup's memory: what it uses (working set) and its limit, in bytes (null: unlimited).</summary>
+public readonly record struct CgroupMemory(long Used, long? Limit);

@@ -1,6 +1,7 @@
 using Airlock.Boundaries.Cgroups;
 using Airlock.Core.Drivers;
 using Airlock.Core.Sandboxes;
+using Microsoft.Extensions.Logging;
 
 namespace Airlock.Boundaries.Container;
 
@@ -8,40 +9,17 @@ namespace Airlock.Boundaries.Container;
 /// The one owner of a running container: the runtime process it was started with (attached mode) or just the
 /// container's init pid (detached, or adopted after an airlockd restart), its cgroups and its mounts.
 /// </summary>
-internal sealed class RuncInstance : ISandboxInstance, IFreezableInstance
+internal sealed class RuncInstance(
+    RuncDriver driver, string sandboxId, string stateDir, BoundaryReport report, System.Diagnostics.Process? process, int pid, CgroupManager cgroups, ILogger logger,
+    string? bootToken = null)
+    : SandboxInstance(sandboxId, stateDir, report, process, pid, cgroups, logger, poll: TimeSpan.FromMilliseconds(250), bootToken), IFreezableInstance
 {
-    private readonly RuncDriver _driver;
-    private readonly System.Diagnostics.Process? _process;
-    private readonly CgroupManager _cgroups;
-    private readonly CancellationTokenSource _watch = new();
-    private readonly TaskCompletionSource<string> _exited = new(TaskCreationOptions.RunContinuationsAsynchronously);
-    private int _state; // 0 running, 1 killed, paused or detached
+    protected override TimeSpan GracePeriod => TimeSpan.FromMilliseconds(500);
 
-    public RuncInstance(RuncDriver driver, string sandboxId, string stateDir, BoundaryReport report, System.Diagnostics.Process? process, int pid, CgroupManager cgroups)
-    {
-        _driver = driver;
-        SandboxId = sandboxId;
-        StateDir = stateDir;
-        Report = report;
-        _process = process;
-        HostPid = pid;
-        _cgroups = cgroups;
-        _ = WatchAsync();
-    }
+    protected override string EntryName => "the container's init";
 
-    public string SandboxId { get; }
-
-    public string StateDir { get; }
-
-    public BoundaryReport Report { get; }
-
-    public int? HostPid { get; }
-
-    public string? BootToken { get; init; }
-
-    public Task<string> Exited => _exited.Task;
-
-    public TimeSpan? CpuUsed => _cgroups.CpuUsage(SandboxId);
+    /// <summary>Whether the freezer holds the container (as far as this instance knows).</summary>
+    public bool Frozen { get; private set; }
 
     /// <summary>Stops every process in the container with the freezer (memory stays, nothing runs).</summary>
     public async Task FreezeAsync(CancellationToken cancellationToken)
@@ -51,109 +29,44 @@ internal sealed class RuncInstance : ISandboxInstance, IFreezableInstance
             return;
         }
 
-        var result = await HostTools.TryRunAsync(_driver.RuntimeBinary, [.. _driver.RuntimeArgs(), "pause", SandboxId], cancellationToken);
-        if (result is not { ExitCode: 0 })
-        {
-            throw new InvalidOperationException($"{_driver.RuntimeBinary} pause failed: {result?.StandardError.Trim()}");
-        }
-
+        await RunRuntimeAsync("pause", cancellationToken);
         Frozen = true;
     }
 
     /// <summary>An adopted container the runtime reports as paused.</summary>
     internal void MarkFrozen() => Frozen = true;
 
-    /// <summary>Whether the freezer holds the container (as far as this instance knows).</summary>
-    public bool Frozen { get; private set; }
-
     /// <summary>Lets a frozen container run again.</summary>
     public async Task ThawAsync(CancellationToken cancellationToken)
     {
-        var result = await HostTools.TryRunAsync(_driver.RuntimeBinary, [.. _driver.RuntimeArgs(), "resume", SandboxId], cancellationToken);
-        if (result is not { ExitCode: 0 })
-        {
-            throw new InvalidOperationException($"{_driver.RuntimeBinary} resume failed: {result?.StandardError.Trim()}");
-        }
-
+        await RunRuntimeAsync("resume", cancellationToken);
         Frozen = false;
     }
 
-    /// <summary>Pause to disk: the processes go, the layer image stays.</summary>
-    public async Task StopForPauseAsync(CancellationToken cancellationToken)
-    {
-        Interlocked.Exchange(ref _state, 1);
-        await _driver.StopAsync(SandboxId, StateDir, cancellationToken);
-        await WaitForRuntimeAsync(cancellationToken);
-        await _watch.CancelAsync();
-    }
+    protected override Task FreezeForPauseAsync(CancellationToken cancellationToken) => FreezeAsync(cancellationToken);
 
-    public async Task KillAsync(CancellationToken cancellationToken)
+    protected override Task ThawAfterFailedPauseAsync(CancellationToken cancellationToken) => Frozen ? ThawAsync(cancellationToken) : Task.CompletedTask;
+
+    /// <summary>tini passes SIGTERM to the agent, which stops its commands; signals reach frozen tasks only once they run again.</summary>
+    protected override async Task SignalStopAsync(CancellationToken cancellationToken)
     {
-        Interlocked.Exchange(ref _state, 1);
         if (Frozen)
         {
-            await ThawAsync(cancellationToken); // signals reach frozen tasks only once they run again
+            await ThawAsync(cancellationToken);
         }
 
-        if (!_exited.Task.IsCompleted)
-        {
-            // tini passes SIGTERM to the agent, which stops its commands; then delete --force and the cgroup make sure.
-            await HostTools.TryRunAsync(_driver.RuntimeBinary, [.. _driver.RuntimeArgs(), "kill", SandboxId, "TERM"], cancellationToken);
-            await Task.WhenAny(_exited.Task, Task.Delay(TimeSpan.FromMilliseconds(500), cancellationToken));
-        }
-
-        await _driver.StopAsync(SandboxId, StateDir, cancellationToken);
-        await WaitForRuntimeAsync(cancellationToken);
-        await _watch.CancelAsync();
+        await HostTools.TryRunAsync(driver.RuntimeBinary, [.. driver.RuntimeArgs(), "kill", SandboxId, "TERM"], cancellationToken);
     }
 
-    private async Task WaitForRuntimeAsync(CancellationToken cancellationToken)
-    {
-        if (_process is not null)
-        {
-            using var timeout = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
-            timeout.CancelAfter(TimeSpan.FromSeconds(10));
-            try
-            {
-                await _process.WaitForExitAsync(timeout.Token);
-            }
-            catch (OperationCanceledException) when (!cancellationToken.IsCancellationRequested)
-            {
-                _process.Kill();
-            }
-        }
-    }
+    /// <summary>delete --force and the cgroup make sure; the layer is detached (its image stays).</summary>
+    protected override Task ForceStopAsync(CancellationToken cancellationToken) => driver.StopAsync(SandboxId, StateDir, cancellationToken);
 
-    public async ValueTask DetachAsync()
+    private async Task RunRuntimeAsync(string command, CancellationToken cancellationToken)
     {
-        Interlocked.Exchange(ref _state, 1);
-        await _watch.CancelAsync();
-    }
-
-    public async ValueTask DisposeAsync()
-    {
-        if (Interlocked.Exchange(ref _state, 1) == 0)
+        var result = await HostTools.TryRunAsync(driver.RuntimeBinary, [.. driver.RuntimeArgs(), command, SandboxId], cancellationToken);
+        if (result is not { ExitCode: 0 })
         {
-            using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(30));
-            await KillAsync(timeout.Token);
-        }
-
-        await _watch.CancelAsync();
-        _process?.Dispose();
-        _watch.Dispose();
-    }
-
-    private async Task WatchAsync()
-    {
-        try
-        {
-            // Detached or adopted, the container's init is not our child: its pid is watched instead.
-            var code = await EntryProcess.WaitAsync(_process, HostPid, SandboxId, TimeSpan.FromMilliseconds(250), _watch.Token);
-            _exited.TrySetResult(EntryProcess.Describe("the container's init", code, _cgroups, SandboxId, Path.Combine(StateDir, "sandbox.log")));
-        }
-        catch (OperationCanceledException)
-        {
-            _exited.TrySetResult(Volatile.Read(ref _state) == 1 ? "stopped by airlockd" : "watch ended");
+            throw new InvalidOperationException($"{driver.RuntimeBinary} {command} failed: {result?.StandardError.Trim()}");
         }
     }
 }

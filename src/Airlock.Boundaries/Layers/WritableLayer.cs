@@ -152,6 +152,53 @@ internal static class WritableLayer
         return NativeMethods.AllocatedBytes(image) ?? new FileInfo(image).Length;
     }
 
+    /// <summary>
+    /// The mounted layer's filesystem (statfs): bytes the sandbox has written and the quota; null when it is not
+    /// mounted (a stopped or paused sandbox).
+    /// </summary>
+    public static (long Used, long Total)? Usage(string stateDir)
+    {
+        var layer = LayerDir(stateDir);
+        if (!IsMountPoint(layer))
+        {
+            return null;
+        }
+
+        try
+        {
+            var drive = new DriveInfo(layer);
+            return (drive.TotalSize - drive.TotalFreeSpace, drive.TotalSize);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException or ArgumentException)
+        {
+            return null;
+        }
+    }
+
+    /// <summary>
+    /// Moves the ownership of everything in the upper layer from the id range the sandbox last ran with to the one it
+    /// runs with now (its ids follow its network slot, which a resume may change), and records the new range.
+    /// </summary>
+    public static void ShiftOwnership(string stateDir, uint idBase, uint count)
+    {
+        var saved = Path.Combine(stateDir, "idbase");
+        if (File.Exists(saved) && uint.TryParse(File.ReadAllText(saved), CultureInfo.InvariantCulture, out var old) && old != idBase)
+        {
+            var upper = Upper(stateDir);
+            foreach (var path in Directory.EnumerateFileSystemEntries(upper, "*", new EnumerationOptions { RecurseSubdirectories = true, AttributesToSkip = 0, IgnoreInaccessible = false }).Prepend(upper))
+            {
+                if (NativeMethods.Owner(path) is var (uid, gid))
+                {
+                    NativeMethods.lchown(path, Shift(uid), Shift(gid));
+                }
+            }
+
+            uint Shift(uint id) => id >= old && id - old < count ? idBase + (id - old) : id;
+        }
+
+        File.WriteAllText(saved, idBase.ToString(CultureInfo.InvariantCulture));
+    }
+
     public static bool IsMountPoint(string dir) => HostTools.MountPoints().Contains(dir);
 
     /// <summary>Deletes a sandbox's state directory unless something is still mounted under it; says which it did.</summary>
@@ -252,7 +299,9 @@ internal static class WritableLayer
             using var userns = File.OpenHandle($"/proc/{holder.Id}/ns/user", FileMode.Open, FileAccess.Read);
 
             const uint OpenTreeClone = 1, OpenTreeCloexec = 0x80000, AtEmptyPath = 0x1000, AtRecursive = 0x8000, MoveMountFEmptyPath = 4;
-            const ulong MountAttrIdmap = 0x00100000;
+            // Read-only as well: overlayfs never writes its lower layer, and nothing (a recursive delete of a state
+            // directory whose mounts were left behind, say) may reach the shared template through this view.
+            const ulong MountAttrRdonly = 0x00000001, MountAttrIdmap = 0x00100000;
             const int AtFdcwd = -100;
             var tree = NativeMethods.open_tree(AtFdcwd, source, OpenTreeClone | OpenTreeCloexec | AtRecursive);
             if (tree < 0)
@@ -262,7 +311,7 @@ internal static class WritableLayer
 
             try
             {
-                var attr = new NativeMethods.MountAttr { AttrSet = MountAttrIdmap, UsernsFd = (ulong)userns.DangerousGetHandle() };
+                var attr = new NativeMethods.MountAttr { AttrSet = MountAttrIdmap | MountAttrRdonly, UsernsFd = (ulong)userns.DangerousGetHandle() };
                 if (NativeMethods.mount_setattr(tree, "", AtEmptyPath | AtRecursive, ref attr, (nuint)Marshal.SizeOf<NativeMethods.MountAttr>()) != 0)
                 {
                     return "mount_setattr(MOUNT_ATTR_IDMAP): " + Marshal.GetPInvokeErrorMessage(Marshal.GetLastPInvokeError());

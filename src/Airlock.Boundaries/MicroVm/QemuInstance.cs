@@ -5,6 +5,7 @@ using System.Text.Json;
 using Airlock.Boundaries.Cgroups;
 using Airlock.Core.Drivers;
 using Airlock.Core.Sandboxes;
+using Microsoft.Extensions.Logging;
 
 namespace Airlock.Boundaries.MicroVm;
 
@@ -13,43 +14,30 @@ namespace Airlock.Boundaries.MicroVm;
 /// cgroup. Saving and restoring state goes through QMP migration to and from a Unix socket airlockd serves, so QEMU
 /// (which may not spawn processes under its seccomp filter) never opens a host file for it.
 /// </summary>
-internal sealed class QemuInstance : ISandboxInstance
+internal sealed class QemuInstance : SandboxInstance
 {
     private const long Unlimited = 1L << 40; // bytes/s: QEMU's default migration cap is 32 MiB/s
-    private readonly System.Diagnostics.Process? _process;
     private readonly QmpClient _qmp;
-    private readonly CgroupManager _cgroups;
-    private readonly CancellationTokenSource _watch = new();
-    private readonly TaskCompletionSource<string> _exited = new(TaskCreationOptions.RunContinuationsAsynchronously);
-    private int _state; // 0 running, 1 stopped by airlockd (killed, paused or detached)
+    private int _qmpClosed;
 
-    public QemuInstance(string sandboxId, BoundaryReport report, System.Diagnostics.Process? process, int pid, QmpClient qmp, CgroupManager cgroups, string stateDir, string? bootToken)
+    public QemuInstance(
+        string sandboxId, BoundaryReport report, System.Diagnostics.Process? process, int pid, QmpClient qmp, CgroupManager cgroups, string stateDir,
+        string? bootToken, GuestLink guest, ILogger logger)
+        : base(sandboxId, stateDir, report, process, pid, cgroups, logger, poll: TimeSpan.FromMilliseconds(500), bootToken)
     {
-        SandboxId = sandboxId;
-        Report = report;
-        _process = process;
-        HostPid = pid;
         _qmp = qmp;
-        _cgroups = cgroups;
-        StateDir = stateDir;
-        BootToken = bootToken;
-        _ = WatchAsync();
+        Guest = guest;
         _ = CapLogAsync();
     }
 
-    public string SandboxId { get; }
+    /// <summary>How airlockd reaches the guest's agent (its link and access token), for a sync before a pause.</summary>
+    public GuestLink Guest { get; }
 
-    public BoundaryReport Report { get; }
+    protected override TimeSpan GracePeriod => TimeSpan.FromSeconds(5);
 
-    public int? HostPid { get; }
+    protected override string EntryName => "QEMU";
 
-    public string StateDir { get; }
-
-    public string? BootToken { get; }
-
-    public TimeSpan? CpuUsed => _cgroups.CpuUsage(SandboxId);
-
-    public Task<string> Exited => _exited.Task;
+    protected override string LogPath => Path.Combine(StateDir, "qemu.log");
 
     /// <summary>Incoming migration: streams a saved state into this QEMU (started with <c>-incoming defer</c>) and runs it.</summary>
     public async Task RestoreAsync(string stateFile, CancellationToken cancellationToken)
@@ -154,7 +142,7 @@ internal sealed class QemuInstance : ISandboxInstance
             UnixFiles.SetMode(temp, UnixFileMode.UserRead | UnixFileMode.UserWrite);
             File.Move(temp, path, overwrite: true);
         }
-        catch (Exception) when (!_exited.Task.IsCompleted)
+        catch (Exception) when (!Exited.IsCompleted)
         {
             File.Delete(temp);
             await _qmp.ExecuteAsync("cont", null, CancellationToken.None);
@@ -167,9 +155,29 @@ internal sealed class QemuInstance : ISandboxInstance
 
         if (stopAfter)
         {
-            Interlocked.Exchange(ref _state, 1);
-            await QuitAsync(cancellationToken);
+            await StopAsync(graceful: true, "pause with memory", cancellationToken);
         }
+    }
+
+    /// <summary>
+    /// Pause without memory: the guest stops (QEMU drains and flushes its block devices when a VM stops, so root.qcow2
+    /// holds everything the guest had written to its disk), <paramref name="stopped"/> records that, and QEMU quits. If
+    /// the stop fails the guest runs on and the error is thrown.
+    /// </summary>
+    public async Task StopKeepingDiskAsync(Func<CancellationToken, Task> stopped, CancellationToken cancellationToken)
+    {
+        await _qmp.ExecuteAsync("stop", null, cancellationToken);
+        try
+        {
+            await stopped(cancellationToken);
+        }
+        catch (Exception) when (!Exited.IsCompleted)
+        {
+            await _qmp.ExecuteAsync("cont", null, CancellationToken.None);
+            throw;
+        }
+
+        await StopAsync(graceful: true, "pause without memory", cancellationToken);
     }
 
     private async Task<(string Status, string? Error)> WaitForMigrationAsync(CancellationToken cancellationToken)
@@ -208,25 +216,8 @@ internal sealed class QemuInstance : ISandboxInstance
         }
     }
 
-    public async Task KillAsync(CancellationToken cancellationToken)
-    {
-        Interlocked.Exchange(ref _state, 1);
-        if (!_exited.Task.IsCompleted)
-        {
-            await QuitAsync(cancellationToken);
-        }
-
-        await _cgroups.DestroyAsync(SandboxId, cancellationToken);
-        if (_process is not null)
-        {
-            await _process.WaitForExitAsync(cancellationToken);
-        }
-
-        await _watch.CancelAsync();
-    }
-
-    /// <summary>QMP quit (QEMU flushes its disks and exits), then SIGKILL through the cgroup if it lingers.</summary>
-    private async Task QuitAsync(CancellationToken cancellationToken)
+    /// <summary>QMP quit: QEMU flushes its disks and exits (the cgroup kill makes sure if it lingers).</summary>
+    protected override async Task SignalStopAsync(CancellationToken cancellationToken)
     {
         try
         {
@@ -234,54 +225,36 @@ internal sealed class QemuInstance : ISandboxInstance
             timeout.CancelAfter(TimeSpan.FromSeconds(3));
             await _qmp.ExecuteAsync("quit", null, timeout.Token);
         }
-        catch (Exception e) when (e is IOException or QmpException or OperationCanceledException)
+        catch (Exception e) when (e is IOException or QmpException or OperationCanceledException or ObjectDisposedException)
         {
-            // Already gone, or not answering: the cgroup kill below decides.
-        }
-
-        await Task.WhenAny(_exited.Task, Task.Delay(TimeSpan.FromSeconds(5), cancellationToken));
-        if (!_exited.Task.IsCompleted)
-        {
-            await _cgroups.DestroyAsync(SandboxId, cancellationToken);
-        }
-        else
-        {
-            await _cgroups.DestroyAsync(SandboxId, cancellationToken);
+            // Already gone, or not answering: the cgroup kill decides.
+            Log.QmpFailed(Logger, SandboxId, "quit", e.Message);
         }
     }
 
-    public async ValueTask DetachAsync()
+    protected override Task ForceStopAsync(CancellationToken cancellationToken) => Cgroups.DestroyAsync(SandboxId, cancellationToken);
+
+    protected override async ValueTask OnDetachedAsync()
     {
-        Interlocked.Exchange(ref _state, 1);
-        await _watch.CancelAsync();
-        await _qmp.DisposeAsync();
+        if (Interlocked.Exchange(ref _qmpClosed, 1) == 0)
+        {
+            await _qmp.DisposeAsync();
+        }
     }
 
-    public async ValueTask DisposeAsync()
+    /// <summary>
+    /// Only QEMU's CPU time (its cgroup: the vCPUs and the device emulation) is known from the host; memory and disk are
+    /// the guest kernel's to tell (the agent's /metrics).
+    /// </summary>
+    public override ValueTask<ResourceSample?> SampleAsync(CancellationToken cancellationToken)
     {
-        if (Interlocked.Exchange(ref _state, 1) == 0)
+        cancellationToken.ThrowIfCancellationRequested();
+        return ValueTask.FromResult<ResourceSample?>(new ResourceSample
         {
-            using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(30));
-            await KillAsync(timeout.Token);
-        }
-
-        await _watch.CancelAsync();
-        await _qmp.DisposeAsync();
-        _process?.Dispose();
-        _watch.Dispose();
-    }
-
-    private async Task WatchAsync()
-    {
-        try
-        {
-            var code = await EntryProcess.WaitAsync(_process, HostPid, SandboxId, TimeSpan.FromMilliseconds(500), _watch.Token);
-            _exited.TrySetResult(await DescribeAsync(code));
-        }
-        catch (OperationCanceledException)
-        {
-            _exited.TrySetResult(Volatile.Read(ref _state) == 1 ? "stopped by airlockd" : "watch ended");
-        }
+            At = DateTimeOffset.UtcNow,
+            CpuCount = Report.Limits.VCpus,
+            CpuUsed = Cgroups.CpuUsage(SandboxId),
+        });
     }
 
     /// <summary>
@@ -296,7 +269,7 @@ internal sealed class QemuInstance : ISandboxInstance
         try
         {
             using var timer = new PeriodicTimer(TimeSpan.FromSeconds(5));
-            while (await timer.WaitForNextTickAsync(_watch.Token))
+            while (await timer.WaitForNextTickAsync(Watching))
             {
                 var info = new FileInfo(log);
                 if (!info.Exists || info.Length <= Limit)
@@ -307,11 +280,11 @@ internal sealed class QemuInstance : ISandboxInstance
                 await using var stream = new FileStream(log, FileMode.Open, FileAccess.ReadWrite, FileShare.ReadWrite);
                 var tail = new byte[Keep];
                 stream.Seek(-Keep, SeekOrigin.End);
-                await stream.ReadExactlyAsync(tail, _watch.Token);
+                await stream.ReadExactlyAsync(tail, Watching);
                 stream.SetLength(0);
                 stream.Seek(0, SeekOrigin.Begin);
-                await stream.WriteAsync(System.Text.Encoding.UTF8.GetBytes("[airlock: earlier output cut at 1 MiB]\n"), _watch.Token);
-                await stream.WriteAsync(tail, _watch.Token);
+                await stream.WriteAsync(System.Text.Encoding.UTF8.GetBytes("[airlock: earlier output cut at 1 MiB]\n"), Watching);
+                await stream.WriteAsync(tail, Watching);
             }
         }
         catch (Exception e) when (e is OperationCanceledException or IOException or ObjectDisposedException)
@@ -320,26 +293,25 @@ internal sealed class QemuInstance : ISandboxInstance
         }
     }
 
-    private async Task<string> DescribeAsync(int? exitCode)
+    protected override async ValueTask<string> DescribeExitAsync(int? exitCode)
     {
         var reason = exitCode switch
         {
             null => "the QEMU process is gone",
-            0 when Volatile.Read(ref _state) == 0 => "the guest powered off",
+            0 when !StoppedByAirlock => "the guest powered off",
             > 128 => $"QEMU was killed by signal {exitCode - 128}",
             97 => "could not join the sandbox's cgroups",
             _ => $"QEMU exited with code {exitCode}",
         };
-        var ooms = _cgroups.OomKills(SandboxId);
+        var ooms = Cgroups.OomKills(SandboxId);
         if (ooms > 0)
         {
             reason += $" ({ooms} out-of-memory kill(s) in QEMU's cgroup)";
         }
 
-        var log = Path.Combine(StateDir, "qemu.log");
-        if (File.Exists(log))
+        if (File.Exists(LogPath))
         {
-            var tail = QemuDriver.Tail(await File.ReadAllTextAsync(log, Encoding.UTF8));
+            var tail = QemuDriver.Tail(await File.ReadAllTextAsync(LogPath, Encoding.UTF8));
             if (tail.Length > 0)
             {
                 reason += ": " + tail;
@@ -349,3 +321,6 @@ internal sealed class QemuInstance : ISandboxInstance
         return reason;
     }
 }
+
+/// <summary>How airlockd reaches a microVM's agent: the sandbox's link and the access token the agent holds.</summary>
+internal sealed record GuestLink(SandboxNetwork Network, string AccessToken);

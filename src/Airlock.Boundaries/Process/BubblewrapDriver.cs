@@ -2,11 +2,12 @@ using System.Diagnostics;
 using System.Globalization;
 using System.Runtime.InteropServices;
 using Airlock.Boundaries.Cgroups;
+using Airlock.Boundaries.Layers;
 using Airlock.Boundaries.Seccomp;
 using Airlock.Core.Drivers;
 using Airlock.Core.Sandboxes;
-using CliWrap;
-using CliWrap.Buffered;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Abstractions;
 
 namespace Airlock.Boundaries.Process;
 
@@ -15,12 +16,21 @@ namespace Airlock.Boundaries.Process;
 /// inside Airlock's network namespace for the sandbox, as an unprivileged host uid, with all capabilities dropped, our
 /// seccomp filter, cgroup limits, and a read-only template under a per-sandbox overlay.
 /// </summary>
-public sealed class BubblewrapDriver(BubblewrapOptions options) : ISandboxDriver
+/// <remarks>
+/// <code>
+/// StartAsync: layer.img (disk quota) → overlay on the template → cgroups with limits → sh (joins the cgroups)
+///           → nsenter (sandbox netns) → setpriv (sandbox uid, no caps) → bwrap → agent
+/// Pause to disk: freeze → kill through the cgroup → unmount (layer.img kept: files survive, processes do not)
+/// Resume: StartAsync on the kept layer.img, its files moved to the new slot's uid
+/// </code>
+/// </remarks>
+public sealed class BubblewrapDriver(BubblewrapOptions options, ILogger<BubblewrapDriver>? logger = null) : ISandboxDriver, IPausableDriver
 {
     internal const string AgentPathInside = "/.airlock/bin/airlock-guest";
     private const string SandboxUser = "user";
     private const int SandboxUid = 1000;
-    private readonly CgroupManager _cgroups = new(options.CgroupRoot);
+    private readonly ILogger _logger = (ILogger?)logger ?? NullLogger.Instance;
+    private readonly CgroupManager _cgroups = new(options.CgroupRoot, (ILogger?)logger ?? NullLogger.Instance);
     private readonly ProbeCache _probe = new();
     private string? _version;
     private (byte[] Bpf, string Description)? _seccomp;
@@ -95,7 +105,10 @@ public sealed class BubblewrapDriver(BubblewrapOptions options) : ISandboxDriver
             : new DriverAvailability(Boundary, Name, false, "the process boundary needs: " + string.Join("; ", missing)) { Missing = missing };
     }
 
-    public async Task<ISandboxInstance> StartAsync(SandboxLaunch launch, CancellationToken cancellationToken)
+    public Task<ISandboxInstance> StartAsync(SandboxLaunch launch, CancellationToken cancellationToken) =>
+        StartAsync(launch, resumed: false, cancellationToken);
+
+    private async Task<ISandboxInstance> StartAsync(SandboxLaunch launch, bool resumed, CancellationToken cancellationToken)
     {
         var availability = await ProbeAsync(cancellationToken);
         if (!availability.Available)
@@ -103,7 +116,6 @@ public sealed class BubblewrapDriver(BubblewrapOptions options) : ISandboxDriver
             throw new InvalidOperationException(availability.Detail);
         }
 
-        HostTools.ValidatePath(launch.RootFs, "template root filesystem");
         HostTools.ValidatePath(launch.StateDir, "state directory");
         if (!File.Exists(launch.GuestAgentPath))
         {
@@ -111,10 +123,12 @@ public sealed class BubblewrapDriver(BubblewrapOptions options) : ISandboxDriver
         }
 
         var hostId = (uint)(options.UidBase + launch.Network.Index);
-        var merged = Layers.WritableLayer.Merged(launch.StateDir);
+        var merged = WritableLayer.Merged(launch.StateDir);
         try
         {
-            await PrepareRootAsync(launch, options.DataDir, hostId, cancellationToken);
+            Log.Launching(_logger, Boundary.Name(), launch.SandboxId, resumed ? "resume on the kept layer" : "start");
+            await PrepareRootAsync(launch, resumed, options.DataDir, hostId, cancellationToken);
+            Log.Mounted(_logger, launch.StateDir);
             var procs = _cgroups.Create(launch.SandboxId, launch.Limits);
             var seccompPath = Path.Combine(launch.StateDir, "seccomp.bpf");
             await File.WriteAllBytesAsync(seccompPath, _seccomp!.Value.Bpf, cancellationToken);
@@ -132,12 +146,16 @@ public sealed class BubblewrapDriver(BubblewrapOptions options) : ISandboxDriver
                 UserNamespace = true,
                 Limits = launch.Limits,
                 Network = $"netns {launch.Network.Namespace}: {launch.Network.SandboxAddress} linked to host {launch.Network.HostAddress}; no route out",
+                StartedFrom = resumed ? FilesOnlyPause.ResumedFrom : null,
             };
-            return new BubblewrapInstance(launch.SandboxId, report, process, process.Id, _cgroups, launch.StateDir);
+            Log.Launched(_logger, Boundary.Name(), launch.SandboxId, process.Id);
+            return new BubblewrapInstance(launch.SandboxId, report, process, process.Id, _cgroups, launch.StateDir, _logger);
         }
-        catch
+        catch (Exception e)
         {
-            await CleanupAsync(launch.SandboxId, launch.StateDir, CancellationToken.None);
+            // A failed resume keeps its layer (the sandbox stays paused); a failed start leaves nothing.
+            Log.LaunchFailed(_logger, Boundary.Name(), launch.SandboxId, e);
+            await (resumed ? StopAsync(launch.SandboxId, launch.StateDir, CancellationToken.None) : CleanupAsync(launch.SandboxId, launch.StateDir, CancellationToken.None));
             throw;
         }
     }
@@ -149,15 +167,13 @@ public sealed class BubblewrapDriver(BubblewrapOptions options) : ISandboxDriver
             return Task.FromResult<ISandboxInstance?>(null);
         }
 
-        return Task.FromResult<ISandboxInstance?>(new BubblewrapInstance(record.SandboxId, record.Report, null, pid, _cgroups, launch.StateDir));
+        return Task.FromResult<ISandboxInstance?>(new BubblewrapInstance(record.SandboxId, record.Report, null, pid, _cgroups, launch.StateDir, _logger));
     }
 
     public async Task<IReadOnlyList<string>> CleanupAsync(string sandboxId, string stateDir, CancellationToken cancellationToken)
     {
-        var actions = new List<string>();
-        actions.AddRange(await _cgroups.DestroyAsync(sandboxId, cancellationToken));
-        actions.AddRange(Layers.WritableLayer.Unmount(stateDir));
-        if (Layers.WritableLayer.RemoveStateDir(stateDir) is { } removed)
+        var actions = new List<string>(await StopAsync(sandboxId, stateDir, cancellationToken));
+        if (WritableLayer.RemoveStateDir(stateDir) is { } removed)
         {
             actions.Add(removed);
         }
@@ -165,10 +181,46 @@ public sealed class BubblewrapDriver(BubblewrapOptions options) : ISandboxDriver
         return actions;
     }
 
+    private Task<IReadOnlyList<string>> StopAsync(string sandboxId, string stateDir, CancellationToken cancellationToken) =>
+        StopAsync(_cgroups, _logger, sandboxId, stateDir, cancellationToken);
+
+    /// <summary>Kills what runs in the sandbox's cgroups and detaches its mounts; the state directory (and layer image) stays.</summary>
+    internal static async Task<IReadOnlyList<string>> StopAsync(CgroupManager cgroups, ILogger logger, string sandboxId, string stateDir, CancellationToken cancellationToken)
+    {
+        var actions = new List<string>(await cgroups.DestroyAsync(sandboxId, cancellationToken));
+        var unmounted = WritableLayer.Unmount(stateDir);
+        Log.Unmounted(logger, stateDir, unmounted.Count);
+        actions.AddRange(unmounted);
+        return actions;
+    }
+
+    // ---- pause to disk: the files are kept, the processes are not ----
+
+    /// <inheritdoc />
+    public bool CanKeepMemory => false;
+
+    /// <inheritdoc />
+    public bool PausedWithMemory(string stateDir) => false;
+
+    /// <summary>Freezes the sandbox's cgroup so nothing writes, kills it, detaches its layer; keeping memory is refused.</summary>
+    public Task PauseAsync(ISandboxInstance instance, bool keepMemory, CancellationToken cancellationToken) =>
+        FilesOnlyPause.PauseAsync(instance, keepMemory, cancellationToken);
+
+    /// <summary>A new bwrap on the kept layer, in the new network (processes start afresh).</summary>
+    public async Task<ISandboxInstance> ResumeAsync(SandboxLaunch launch, BoundaryReport report, CancellationToken cancellationToken) =>
+        await StartAsync(launch, resumed: true, cancellationToken);
+
+    public void DiscardPausedState(string stateDir) => FilesOnlyPause.Discard(stateDir);
+
+    /// <inheritdoc cref="FilesOnlyPause.HasPausedState" />
+    public bool HasPausedState(string stateDir) => FilesOnlyPause.HasPausedState(stateDir);
+
+    public long PausedBytes(string stateDir) => FilesOnlyPause.PausedBytes(stateDir);
+
     public Task<IReadOnlyCollection<string>> FindLeftoversAsync(CancellationToken cancellationToken)
     {
         var ids = new HashSet<string>(_cgroups.FindAll(), StringComparer.Ordinal);
-        ids.UnionWith(Layers.WritableLayer.MountedSandboxIds(SandboxesDir, "merged", "layer"));
+        ids.UnionWith(WritableLayer.MountedSandboxIds(SandboxesDir, "merged", "layer"));
         ids.RemoveWhere(id => id.StartsWith("probe-", StringComparison.Ordinal) || id.Contains('/', StringComparison.Ordinal));
         return Task.FromResult<IReadOnlyCollection<string>>(ids);
     }
@@ -178,7 +230,7 @@ public sealed class BubblewrapDriver(BubblewrapOptions options) : ISandboxDriver
     /// sandbox's disk size (its quota). What the unprivileged sandbox needs to own (its home, the agent's mount point) is
     /// made in the upper layer first.
     /// </summary>
-    private static async Task PrepareRootAsync(SandboxLaunch launch, string dataDirectory, uint hostId, CancellationToken cancellationToken)
+    private static async Task PrepareRootAsync(SandboxLaunch launch, bool resumed, string dataDirectory, uint hostId, CancellationToken cancellationToken)
     {
         if (OperatingSystem.IsWindows())
         {
@@ -186,23 +238,26 @@ public sealed class BubblewrapDriver(BubblewrapOptions options) : ISandboxDriver
         }
 
         Directory.CreateDirectory(launch.StateDir);
-        Layers.WritableLayer.MakeTraversable(launch.StateDir, dataDirectory);
+        WritableLayer.MakeTraversable(launch.StateDir, dataDirectory);
+        var templateRoot = await FilesOnlyPause.TemplateRootAsync(launch, resumed, cancellationToken);
 
-        await Layers.WritableLayer.CreateImageAsync(launch.StateDir, launch.Limits.DiskMiB, cancellationToken);
-        var layer = Layers.WritableLayer.LayerDir(launch.StateDir);
+        await WritableLayer.CreateImageAsync(launch.StateDir, launch.Limits.DiskMiB, cancellationToken);
+        var layer = WritableLayer.LayerDir(launch.StateDir);
         Directory.CreateDirectory(layer);
-        await Layers.WritableLayer.MountLayerAsync(launch.StateDir, cancellationToken);
+        await WritableLayer.MountLayerAsync(launch.StateDir, cancellationToken);
         File.SetUnixFileMode(layer, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute | UnixFileMode.OtherExecute);
-        var upper = Layers.WritableLayer.Upper(launch.StateDir);
+        var upper = WritableLayer.Upper(launch.StateDir);
         Directory.CreateDirectory(upper);
         File.SetUnixFileMode(upper, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute | UnixFileMode.GroupRead | UnixFileMode.GroupExecute | UnixFileMode.OtherRead | UnixFileMode.OtherExecute);
+        // The sandbox's uid follows its network slot, which a resume may change: what it wrote moves with it.
+        WritableLayer.ShiftOwnership(launch.StateDir, hostId, 1);
         var home = Path.Combine(upper, "home", SandboxUser);
         Directory.CreateDirectory(home);
         File.SetUnixFileMode(home, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute | UnixFileMode.GroupRead | UnixFileMode.GroupExecute | UnixFileMode.OtherRead | UnixFileMode.OtherExecute);
         Chown(home, hostId);
         Directory.CreateDirectory(Path.Combine(upper, ".airlock", "bin"));
         await File.WriteAllBytesAsync(Path.Combine(upper, ".airlock", "bin", "airlock-guest"), [], cancellationToken);
-        await Layers.WritableLayer.MountAsync(launch.StateDir, launch.RootFs, idBase: null, 0, cancellationToken);
+        await WritableLayer.MountAsync(launch.StateDir, templateRoot, idBase: null, 0, cancellationToken);
     }
 
     private ProcessStartInfo LaunchCommand(SandboxLaunch launch, uint hostId, string merged, IReadOnlyList<string> cgroupProcs, string seccompPath)
