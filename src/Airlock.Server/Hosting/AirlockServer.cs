@@ -42,7 +42,7 @@ public static class AirlockServer
     {
         var results = new List<DriverAvailability>();
         var network = NewNetworkManager(options, Microsoft.Extensions.Logging.Abstractions.NullLogger<Airlock.Networking.NetnsNetworkManager>.Instance);
-        foreach (var driver in CreateDrivers(options, network))
+        foreach (var driver in CreateDrivers(options, network, Microsoft.Extensions.Logging.Abstractions.NullLoggerFactory.Instance))
         {
             results.Add(await driver.ProbeAsync(cancellationToken));
         }
@@ -93,7 +93,7 @@ public static class AirlockServer
         services.AddSingleton<AuditChain>(sp => new AuditChain(sp.GetRequiredService<IStore>(), sp.GetRequiredService<TimeProvider>()));
         services.AddSingleton<IAuditLog>(sp => sp.GetRequiredService<AuditChain>());
         services.AddSingleton<INetworkManager>(sp => NewNetworkManager(options, sp.GetRequiredService<ILogger<Airlock.Networking.NetnsNetworkManager>>()));
-        services.AddSingleton<IEnumerable<ISandboxDriver>>(sp => CreateDrivers(options, sp.GetRequiredService<INetworkManager>()).ToList());
+        services.AddSingleton<IEnumerable<ISandboxDriver>>(sp => CreateDrivers(options, sp.GetRequiredService<INetworkManager>(), sp.GetRequiredService<ILoggerFactory>()).ToList());
         var templatesDir = options.TemplatesDir ?? Environment.GetEnvironmentVariable("AIRLOCK_TEMPLATES_DIR") ?? Path.Combine(options.DataDir, "templates");
         services.AddSingleton(new Airlock.Templates.TemplateCatalog());
         services.AddSingleton(sp => new Airlock.Templates.BaseTemplateBuilder(templatesDir, sp.GetRequiredService<ILogger<Airlock.Templates.BaseTemplateBuilder>>()));
@@ -141,12 +141,12 @@ public static class AirlockServer
     private static Airlock.Networking.NetnsNetworkManager NewNetworkManager(AirlockServerOptions options, ILogger<Airlock.Networking.NetnsNetworkManager> logger) =>
         new(new Airlock.Networking.NetworkOptions { StateDir = Path.Combine(options.DataDir, "network") }, logger);
 
-    private static IEnumerable<ISandboxDriver> CreateDrivers(AirlockServerOptions options, INetworkManager network) =>
-        AllDrivers(options, network).Select(driver => options.DisabledBoundaries.Contains(driver.Boundary)
+    private static IEnumerable<ISandboxDriver> CreateDrivers(AirlockServerOptions options, INetworkManager network, ILoggerFactory loggers) =>
+        AllDrivers(options, network, loggers).Select(driver => options.DisabledBoundaries.Contains(driver.Boundary)
             ? new Airlock.Boundaries.UnavailableDriver(driver.Boundary, driver.Name, $"the {driver.Boundary.Name()} boundary is disabled on this node by its operator", ["enable it in airlockd's configuration (DisabledBoundaries)"])
             : driver);
 
-    private static IEnumerable<ISandboxDriver> AllDrivers(AirlockServerOptions options, INetworkManager network)
+    private static IEnumerable<ISandboxDriver> AllDrivers(AirlockServerOptions options, INetworkManager network, ILoggerFactory loggers)
     {
         yield return new Airlock.Boundaries.MicroVm.QemuDriver(
             new Airlock.Boundaries.MicroVm.QemuOptions
@@ -156,9 +156,10 @@ public static class AirlockServer
                 Snapshots = options.MicroVmSnapshots,
                 CacheDir = options.VmCacheDir ?? Environment.GetEnvironmentVariable("AIRLOCK_VM_CACHE_DIR"),
             },
-            network);
-        yield return new Airlock.Boundaries.Process.BubblewrapDriver(new Airlock.Boundaries.Process.BubblewrapOptions { DataDir = options.DataDir });
-        yield return new Airlock.Boundaries.Container.RuncDriver(new Airlock.Boundaries.Container.RuncOptions { DataDir = options.DataDir, Runtime = options.ContainerRuntime });
+            network,
+            loggers.CreateLogger<Airlock.Boundaries.MicroVm.QemuDriver>());
+        yield return new Airlock.Boundaries.Process.BubblewrapDriver(new Airlock.Boundaries.Process.BubblewrapOptions { DataDir = options.DataDir }, loggers.CreateLogger<Airlock.Boundaries.Process.BubblewrapDriver>());
+        yield return new Airlock.Boundaries.Container.RuncDriver(new Airlock.Boundaries.Container.RuncOptions { DataDir = options.DataDir, Runtime = options.ContainerRuntime }, loggers.CreateLogger<Airlock.Boundaries.Container.RuncDriver>());
     }
 
     private static async Task BootstrapAsync(IServiceProvider services, AirlockServerOptions options, Action<string>? onBootstrapKey, CancellationToken cancellationToken)
