@@ -226,8 +226,10 @@ internal sealed class FileTransfer(AgentOptions options, Users users, Entries en
 
     private UserAccount ResolveUser(HttpContext context)
     {
+        // A signed URL acts only as the user it was signed for: an Authorization header cannot swap in another.
         var name = context.Request.Query["username"].ToString();
-        return users.Resolve(name.Length > 0 ? name : ConnectRpc.User(context), options.DefaultUser);
+        var signed = context.Items.ContainsKey(SignedFileUrls.SignedItem);
+        return users.Resolve(name.Length > 0 || signed ? name : ConnectRpc.User(context), options.DefaultUser);
     }
 
     /// <summary>envd's REST errors are <c>{"code": &lt;http status&gt;, "message": ...}</c>.</summary>
@@ -244,8 +246,10 @@ internal sealed class FileTransfer(AgentOptions options, Users users, Entries en
         return WriteErrorBodyAsync(context, status, error.Message);
     }
 
-    private static async Task WriteErrorBodyAsync(HttpContext context, int status, string message)
+    /// <summary>Writes envd's REST error: <c>{"code": status, "message": ...}</c> with that status.</summary>
+    internal static async Task WriteErrorBodyAsync(HttpContext context, int status, string message)
     {
+        context.Response.StatusCode = status;
         context.Response.ContentType = "application/json";
         var buffer = new ArrayBufferWriter<byte>();
         using (var writer = new Utf8JsonWriter(buffer))
