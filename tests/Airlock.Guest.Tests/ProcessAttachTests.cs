@@ -1,4 +1,5 @@
-using System.IO.Pipelines;
+using System.Net;
+using System.Threading.Channels;
 using System.Net.Http.Headers;
 using Airlock.Envd;
 using Airlock.Envd.Client;
@@ -162,18 +163,15 @@ public sealed class ProcessAttachTests(AgentFixture agent) : IClassFixture<Agent
         var pid = await session.Pid;
 
         // The request body stays open between messages: the first must reach cat before the second is even sent.
-        var pipe = new Pipe();
+        var messages = Channel.CreateUnbounded<byte[]>();
         using var request = new HttpRequestMessage(HttpMethod.Post, new Uri(agent.BaseAddress, "process.Process/StreamInput"));
         request.Headers.Add(EnvdProtocol.AccessTokenHeader, agent.Token);
-        request.Content = new StreamContent(pipe.Reader.AsStream());
+        request.Content = new PushContent(messages.Reader);
         request.Content.Headers.ContentType = new MediaTypeHeaderValue(ConnectCodec.StreamJson);
         var call = agent.Http.SendAsync(request, timeout.Token);
 
-        async Task SendAsync(StreamInputRequest message)
-        {
-            await pipe.Writer.WriteAsync(ConnectCodec.Envelope(0, ConnectCodec.Serialize(message, binary: false)), timeout.Token);
-            await pipe.Writer.FlushAsync(timeout.Token);
-        }
+        async Task SendAsync(StreamInputRequest message) =>
+            await messages.Writer.WriteAsync(ConnectCodec.Envelope(0, ConnectCodec.Serialize(message, binary: false)), timeout.Token);
 
         await SendAsync(new StreamInputRequest { Start = new StreamInputRequest.Types.StartEvent { Process = ByPid(pid) } });
         await SendAsync(new StreamInputRequest { Data = new StreamInputRequest.Types.DataEvent { Input = new ProcessInput { Stdin = ByteString.CopyFromUtf8("first\n") } } });
@@ -182,7 +180,7 @@ public sealed class ProcessAttachTests(AgentFixture agent) : IClassFixture<Agent
         await SendAsync(new StreamInputRequest { Data = new StreamInputRequest.Types.DataEvent { Input = new ProcessInput { Stdin = ByteString.CopyFromUtf8("second\n") } } });
         await session.WaitForAsync("second\n", timeout.Token);
         Assert.False(call.IsCompleted);
-        await pipe.Writer.CompleteAsync();
+        messages.Writer.Complete();
 
         using var response = await call;
         var reader = new ConnectCodec.EnvelopeReader();
@@ -208,5 +206,24 @@ public sealed class ProcessAttachTests(AgentFixture agent) : IClassFixture<Agent
         Assert.Equal(ConnectCodes.NotFound, unknown.Code);
 
         await KillAsync(pid, timeout.Token);
+    }
+
+    /// <summary>A request body sent piece by piece, each piece flushed to the wire at once (chunked).</summary>
+    private sealed class PushContent(ChannelReader<byte[]> pieces) : HttpContent
+    {
+        protected override async Task SerializeToStreamAsync(Stream stream, TransportContext? context)
+        {
+            await foreach (var piece in pieces.ReadAllAsync())
+            {
+                await stream.WriteAsync(piece);
+                await stream.FlushAsync();
+            }
+        }
+
+        protected override bool TryComputeLength(out long length)
+        {
+            length = -1;
+            return false;
+        }
     }
 }
