@@ -127,6 +127,35 @@ public sealed class ProcessAttachTests(AgentFixture agent) : IClassFixture<Agent
         Assert.DoesNotContain(await agent.Client().ListAsync(timeout.Token), p => p.Pid == pid);
     }
 
+    [Fact(Timeout = 60_000)]
+    public async Task A_client_that_stops_reading_slows_the_process_down_instead_of_filling_the_agents_memory()
+    {
+        using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(50));
+        var marker = Path.Combine(agent.Root, "throttled-" + Guid.NewGuid().ToString("N")[..6]);
+        long Rss() => long.Parse(File.ReadLines($"/proc/{agent.Pid}/status").Single(l => l.StartsWith("VmRSS:", StringComparison.Ordinal)).Split(' ', StringSplitOptions.RemoveEmptyEntries)[1], System.Globalization.CultureInfo.InvariantCulture) * 1024;
+        var before = Rss();
+
+        // The response is opened but never read: the socket buffers fill, then the subscriber's bounded queue.
+        var start = Command($"head -c 500000000 /dev/zero; echo done > {marker}");
+        start.Tag = "throttled-" + Guid.NewGuid().ToString("N")[..6];
+        using var request = new HttpRequestMessage(HttpMethod.Post, new Uri(agent.BaseAddress, "process.Process/Start"));
+        request.Headers.Add(EnvdProtocol.AccessTokenHeader, agent.Token);
+        request.Content = new ByteArrayContent(ConnectCodec.Envelope(0, ConnectCodec.Serialize(start, binary: false)));
+        request.Content.Headers.ContentType = new MediaTypeHeaderValue(ConnectCodec.StreamJson);
+        using (var response = await agent.Http.SendAsync(request, HttpCompletionOption.ResponseHeadersRead, timeout.Token))
+        {
+            await Task.Delay(TimeSpan.FromSeconds(3), timeout.Token); // unthrottled, 500 MB take well under a second
+            Assert.False(File.Exists(marker), "the process wrote everything although its only reader read nothing");
+            Assert.True(Rss() - before < 150_000_000, $"the agent grew by {(Rss() - before) / 1_000_000} MB holding unread output");
+        }
+
+        // The reader went away: the rest is dropped and the process finishes.
+        while (!File.Exists(marker))
+        {
+            await Task.Delay(100, timeout.Token);
+        }
+    }
+
     /// <summary>e2b-dev/E2B#1074: re-attaching minutes later must still work (longer than Kestrel's 130 s keep-alive).</summary>
     [Fact(Timeout = 240_000)]
     [Trait("Category", "Slow")]
