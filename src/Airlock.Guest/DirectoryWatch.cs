@@ -208,6 +208,7 @@ internal sealed class DirectoryWatch : IDisposable
     private void Dispatch(ReadOnlySpan<byte> events)
     {
         Dictionary<uint, string>? movedAway = null; // directories moved out under a cookie, unless moved back in below
+        HashSet<uint>? uploads = null; // uploads' temporary files renamed into place
         while (events.Length >= 16)
         {
             var wd = BinaryPrimitives.ReadInt32LittleEndian(events);
@@ -241,6 +242,24 @@ internal sealed class DirectoryWatch : IDisposable
             var relative = Path.Join(directory, name);
             var full = Path.Join(_root, relative);
             var isDirectory = (mask & IsDirectory) != 0;
+            if (FileTransfer.IsTemporary(name))
+            {
+                // An upload writes a temporary sibling and renames it into place; watchers see what envd's in-place
+                // write shows instead: the file created and written under its own name.
+                if ((mask & MovedFrom) != 0)
+                {
+                    (uploads ??= []).Add(cookie);
+                }
+
+                continue;
+            }
+
+            if ((mask & MovedTo) != 0 && uploads is not null && uploads.Remove(cookie))
+            {
+                Emit(EventType.Create, relative, full);
+                Emit(EventType.Write, relative, full);
+                continue;
+            }
             if ((mask & (Create | MovedTo)) != 0)
             {
                 if (_recursive && isDirectory)

@@ -37,12 +37,8 @@ public sealed class SignedUrlAndMetricsTests(AgentFixture agent) : IClassFixture
         return new Uri(agent.BaseAddress, query.ToString());
     }
 
-    private static MultipartFormDataContent Form(string content)
-    {
-        var form = new MultipartFormDataContent();
-        form.Add(new ByteArrayContent(Encoding.UTF8.GetBytes(content)), "file", "blob");
-        return form;
-    }
+    /// <summary>What the SDK's own signed-upload test posts: <c>form.append('file', 'text')</c>, a field without a filename.</summary>
+    private static MultipartFormDataContent Form(string content) => new() { { new StringContent(content), "file" } };
 
     private static async Task<(HttpStatusCode Status, string Body)> SendAsync(HttpClient http, HttpRequestMessage request, CancellationToken cancellationToken)
     {

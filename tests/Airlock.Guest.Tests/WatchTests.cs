@@ -118,7 +118,13 @@ public sealed class WatchTests(AgentFixture agent) : IClassFixture<AgentFixture>
 
         await watch.WaitForAsync(EventType.Remove, "b.txt", timeout.Token);
         await watch.WaitForAsync(EventType.Create, "renamed/e.txt", timeout.Token);
+
+        // An upload (temporary sibling renamed into place) shows as envd's in-place write: created and written.
+        await agent.Client().WriteFileAsync(Path.Combine(dir, "sub", "uploaded.txt"), new MemoryStream("up"u8.ToArray()), timeout.Token);
+        await watch.WaitForAsync(EventType.Write, "sub/uploaded.txt", timeout.Token);
         var seen = watch.Events;
+        Assert.Contains((EventType.Create, "sub/uploaded.txt"), seen);
+        Assert.DoesNotContain(seen, e => e.Name.Contains(".airlock-", StringComparison.Ordinal));
         Assert.Contains((EventType.Create, "a.txt"), seen);
         Assert.Contains((EventType.Chmod, "a.txt"), seen);
         Assert.Contains((EventType.Rename, "a.txt"), seen);
