@@ -74,12 +74,21 @@ internal sealed class Pty : IDisposable
             }
 
             var pty = new Pty(master, slave, path);
-            pty.Resize(cols, rows);
+            try
+            {
+                pty.Resize(cols, rows);
+            }
+            catch
+            {
+                pty.Dispose();
+                throw;
+            }
+
             return pty;
         }
         catch
         {
-            master.Dispose();
+            master.Dispose(); // idempotent when the terminal was already disposed whole
             throw;
         }
     }
