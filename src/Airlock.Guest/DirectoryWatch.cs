@@ -32,6 +32,7 @@ internal sealed class DirectoryWatch : IDisposable
     private readonly Action<FilesystemEvent, string> _onEvent;
     private readonly Action<ConnectException> _onError;
     private readonly Dictionary<int, string> _directories = []; // watch descriptor → directory relative to the root
+    private readonly HashSet<uint> _uploads = []; // rename cookies of uploads' temporary files (the reader's alone)
     private volatile bool _stopped;
 
     private DirectoryWatch(SafeFileHandle inotify, string root, bool recursive, Func<Func<int>, int> asUser, Action<FilesystemEvent, string> onEvent, Action<ConnectException> onError)
@@ -208,7 +209,6 @@ internal sealed class DirectoryWatch : IDisposable
     private void Dispatch(ReadOnlySpan<byte> events)
     {
         Dictionary<uint, string>? movedAway = null; // directories moved out under a cookie, unless moved back in below
-        HashSet<uint>? uploads = null; // uploads' temporary files renamed into place
         while (events.Length >= 16)
         {
             var wd = BinaryPrimitives.ReadInt32LittleEndian(events);
@@ -248,13 +248,19 @@ internal sealed class DirectoryWatch : IDisposable
                 // write shows instead: the file created and written under its own name.
                 if ((mask & MovedFrom) != 0)
                 {
-                    (uploads ??= []).Add(cookie);
+                    // Kept across reads: one read may end between the two halves of a rename.
+                    if (_uploads.Count > 1024)
+                    {
+                        _uploads.Clear(); // halves that never came (moved out of the tree)
+                    }
+
+                    _uploads.Add(cookie);
                 }
 
                 continue;
             }
 
-            if ((mask & MovedTo) != 0 && uploads is not null && uploads.Remove(cookie))
+            if ((mask & MovedTo) != 0 && _uploads.Remove(cookie))
             {
                 Emit(EventType.Create, relative, full);
                 Emit(EventType.Write, relative, full);
