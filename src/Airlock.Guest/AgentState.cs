@@ -15,6 +15,9 @@ internal sealed class AgentState(AgentOptions options)
     /// <summary>Constant-time comparison with the current token.</summary>
     public bool Accepts(string presented) => CryptographicOperations.FixedTimeEquals(Encoding.UTF8.GetBytes(presented), _token);
 
+    /// <summary>The signature of a <c>/files</c> URL made with the current token (see <see cref="SignedFileUrls"/>).</summary>
+    public string Sign(string path, string operation, string user, long? expiration) => SignedFileUrls.Sign(_token, path, operation, user, expiration);
+
     public void SetToken(string token) => _token = Encoding.UTF8.GetBytes(token);
 
     public void SetEnvironment(IReadOnlyDictionary<string, string> environment) => _environment = environment;

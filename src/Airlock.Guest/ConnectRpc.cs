@@ -2,6 +2,7 @@ using System.Text;
 using Airlock.Envd;
 using Airlock.Envd.Connect;
 using Google.Protobuf;
+using Microsoft.AspNetCore.Server.Kestrel.Core.Features;
 using Microsoft.Net.Http.Headers;
 
 namespace Airlock.Guest;
@@ -56,14 +57,7 @@ internal static class ConnectRpc
 
         var binary = ConnectCodec.IsBinary(contentType);
         var stream = new ConnectStream(context.Response, binary);
-        using var deadline = CancellationTokenSource.CreateLinkedTokenSource(context.RequestAborted);
-        if (context.Request.Headers.TryGetValue("Connect-Timeout-Ms", out var timeout)
-            && long.TryParse(timeout.ToString(), System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out var ms)
-            && ms > 0)
-        {
-            deadline.CancelAfter(TimeSpan.FromMilliseconds(Math.Min(ms, int.MaxValue)));
-        }
-
+        using var deadline = Deadline(context);
         try
         {
             var body = await ReadBodyAsync(context.Request, context.RequestAborted);
@@ -83,19 +77,115 @@ internal static class ConnectRpc
             await handler(request, stream, deadline.Token);
             await stream.EndAsync(null, context.RequestAborted);
         }
-        catch (ConnectException e)
+        catch (Exception e) when (IsStreamEnd(e, context, deadline))
         {
-            await stream.EndAsync(e, context.RequestAborted);
-        }
-        catch (OperationCanceledException) when (!context.RequestAborted.IsCancellationRequested && deadline.IsCancellationRequested)
-        {
-            await stream.EndAsync(new ConnectException(ConnectCodes.DeadlineExceeded, "the call's deadline (Connect-Timeout-Ms) passed"), context.RequestAborted);
-        }
-        catch (OperationCanceledException) when (context.RequestAborted.IsCancellationRequested)
-        {
-            // The client went away; there is no one to tell.
+            await EndStreamAsync(e, stream, context);
         }
     }
+
+    /// <summary>
+    /// A client stream (Connect's streaming framing both ways): enveloped messages in until the request body ends, each
+    /// handled as it arrives with <typeparamref name="TState"/> carried between them; then one response message and
+    /// the end-of-stream envelope.
+    /// </summary>
+    public static async Task ClientStreamAsync<TRequest, TState>(
+        HttpContext context,
+        MessageParser<TRequest> parser,
+        IMessage response,
+        Func<TRequest, TState, CancellationToken, Task> handler)
+        where TRequest : IMessage<TRequest>, new()
+        where TState : new()
+    {
+        var contentType = context.Request.ContentType;
+        if (!ConnectCodec.IsStreaming(contentType))
+        {
+            await WriteUnsupportedAsync(context, "application/connect+json or application/connect+proto");
+            return;
+        }
+
+        // An input stream may be quiet for minutes (someone thinking at a terminal): no minimum request data rate.
+        if (context.Features.Get<IHttpMinRequestBodyDataRateFeature>() is { } rate)
+        {
+            rate.MinDataRate = null;
+        }
+
+        var binary = ConnectCodec.IsBinary(contentType);
+        var stream = new ConnectStream(context.Response, binary);
+        using var deadline = Deadline(context);
+        try
+        {
+            var state = new TState();
+            var envelopes = new ConnectCodec.EnvelopeReader();
+            var chunk = new byte[16 * 1024];
+            var ended = false;
+            while (!ended)
+            {
+                var read = await context.Request.Body.ReadAsync(chunk, deadline.Token);
+                if (read == 0)
+                {
+                    break;
+                }
+
+                envelopes.Append(chunk.AsSpan(0, read));
+                while (!ended && envelopes.TryRead(out var flags, out var payload))
+                {
+                    ended = (flags & ConnectCodec.EndStreamFlag) != 0;
+                    if (ended)
+                    {
+                        break;
+                    }
+
+                    if ((flags & ConnectCodec.CompressedFlag) != 0)
+                    {
+                        throw new ConnectException(ConnectCodes.Unimplemented, "compressed messages are not supported");
+                    }
+
+                    await handler(ConnectCodec.Parse(parser, payload, binary), state, deadline.Token);
+                }
+            }
+
+            if (!ended && envelopes.Buffered != 0)
+            {
+                throw new ConnectException(ConnectCodes.InvalidArgument, "the request stream ended inside a message");
+            }
+
+            await stream.WriteAsync(response, deadline.Token);
+            await stream.EndAsync(null, context.RequestAborted);
+        }
+        catch (Exception e) when (IsStreamEnd(e, context, deadline))
+        {
+            await EndStreamAsync(e, stream, context);
+        }
+        catch (IOException) when (!context.RequestAborted.IsCancellationRequested)
+        {
+            await stream.EndAsync(new ConnectException(ConnectCodes.InvalidArgument, "the request stream broke off"), context.RequestAborted);
+        }
+    }
+
+    /// <summary>The call's deadline from <c>Connect-Timeout-Ms</c>, linked to the request's abort.</summary>
+    private static CancellationTokenSource Deadline(HttpContext context)
+    {
+        var deadline = CancellationTokenSource.CreateLinkedTokenSource(context.RequestAborted);
+        if (context.Request.Headers.TryGetValue("Connect-Timeout-Ms", out var timeout)
+            && long.TryParse(timeout.ToString(), System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out var ms)
+            && ms > 0)
+        {
+            deadline.CancelAfter(TimeSpan.FromMilliseconds(Math.Min(ms, int.MaxValue)));
+        }
+
+        return deadline;
+    }
+
+    private static bool IsStreamEnd(Exception e, HttpContext context, CancellationTokenSource deadline) =>
+        e is ConnectException || (e is OperationCanceledException && (context.RequestAborted.IsCancellationRequested || deadline.IsCancellationRequested));
+
+    /// <summary>Ends a stream with the error that stopped it; a client that went away is told nothing.</summary>
+    private static Task EndStreamAsync(Exception e, ConnectStream stream, HttpContext context) => e switch
+    {
+        ConnectException error => stream.EndAsync(error, context.RequestAborted),
+        _ when context.RequestAborted.IsCancellationRequested => Task.CompletedTask,
+        _ => stream.EndAsync(new ConnectException(ConnectCodes.DeadlineExceeded, "the call's deadline (Connect-Timeout-Ms) passed"), context.RequestAborted),
+    };
 
     /// <summary>The user a request acts as: <c>Authorization: Basic base64(user:)</c>, as E2B's SDKs send it.</summary>
     public static string? User(HttpContext context)

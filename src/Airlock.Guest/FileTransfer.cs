@@ -10,6 +10,8 @@ namespace Airlock.Guest;
 /// <summary>envd's plain-HTTP file endpoints: <c>GET /files</c> (download) and <c>POST /files</c> (upload).</summary>
 internal sealed class FileTransfer(AgentOptions options, Users users, Entries entries, FilesystemService filesystem)
 {
+    private const string TemporaryMarker = ".airlock-";
+
     public async Task DownloadAsync(HttpContext context)
     {
         try
@@ -80,8 +82,10 @@ internal sealed class FileTransfer(AgentOptions options, Users users, Entries en
                 MultipartSection? section;
                 while ((section = await reader.ReadNextSectionAsync(context.RequestAborted)) is not null)
                 {
+                    // Like envd, a part named "file" is a file even without a filename (a browser's FormData string
+                    // value, as the SDK's signed-URL examples post); other fields are skipped.
                     if (!ContentDispositionHeaderValue.TryParse(section.ContentDisposition, out var disposition)
-                        || !disposition.IsFileDisposition())
+                        || !(disposition.IsFileDisposition() || HeaderUtilities.RemoveQuotes(disposition.Name).Equals("file", StringComparison.Ordinal)))
                     {
                         continue;
                     }
@@ -168,7 +172,7 @@ internal sealed class FileTransfer(AgentOptions options, Users users, Entries en
     private async Task<string> WriteAsync(string path, Stream content, UserAccount user, CancellationToken cancellationToken)
     {
         var directory = Path.GetDirectoryName(path) ?? "/";
-        var temporary = Path.Combine(directory, $".{Path.GetFileName(path)}.airlock-{Guid.NewGuid():N}");
+        var temporary = Path.Combine(directory, $".{Path.GetFileName(path)}{TemporaryMarker}{Guid.NewGuid():N}");
         var file = FilesystemService.Guard(() => users.As(user, () =>
         {
             if (entries.IsDirectory(path))
@@ -224,10 +228,20 @@ internal sealed class FileTransfer(AgentOptions options, Users users, Entries en
         }
     }
 
+    /// <summary>True for the name of an upload's temporary sibling (<c>.{name}.airlock-{32 hex}</c>).</summary>
+    internal static bool IsTemporary(string fileName)
+    {
+        var marker = fileName.LastIndexOf(TemporaryMarker, StringComparison.Ordinal);
+        return fileName.StartsWith('.') && marker > 0 && fileName.Length - marker - TemporaryMarker.Length == 32
+            && !fileName.AsSpan(marker + TemporaryMarker.Length).ContainsAnyExcept("0123456789abcdef".AsSpan());
+    }
+
     private UserAccount ResolveUser(HttpContext context)
     {
+        // A signed URL acts only as the user it was signed for: an Authorization header cannot swap in another.
         var name = context.Request.Query["username"].ToString();
-        return users.Resolve(name.Length > 0 ? name : ConnectRpc.User(context), options.DefaultUser);
+        var signed = context.Items.ContainsKey(SignedFileUrls.SignedItem);
+        return users.Resolve(name.Length > 0 || signed ? name : ConnectRpc.User(context), options.DefaultUser);
     }
 
     /// <summary>envd's REST errors are <c>{"code": &lt;http status&gt;, "message": ...}</c>.</summary>
@@ -244,8 +258,10 @@ internal sealed class FileTransfer(AgentOptions options, Users users, Entries en
         return WriteErrorBodyAsync(context, status, error.Message);
     }
 
-    private static async Task WriteErrorBodyAsync(HttpContext context, int status, string message)
+    /// <summary>Writes envd's REST error: <c>{"code": status, "message": ...}</c> with that status.</summary>
+    internal static async Task WriteErrorBodyAsync(HttpContext context, int status, string message)
     {
+        context.Response.StatusCode = status;
         context.Response.ContentType = "application/json";
         var buffer = new ArrayBufferWriter<byte>();
         using (var writer = new Utf8JsonWriter(buffer))

@@ -5,7 +5,7 @@ using Google.Protobuf;
 
 namespace Airlock.Guest;
 
-/// <summary>envd's <c>filesystem.Filesystem</c> service (the watcher methods are not implemented yet).</summary>
+/// <summary>envd's <c>filesystem.Filesystem</c> service; the watcher methods are <see cref="WatchService"/>'s.</summary>
 internal sealed class FilesystemService(AgentOptions options, Users users, Entries entries)
 {
     public Task HandleAsync(HttpContext context)
@@ -18,8 +18,6 @@ internal sealed class FilesystemService(AgentOptions options, Users users, Entri
             "MakeDir" => Unary(context, MakeDirRequest.Parser, MakeDir),
             "Move" => Unary(context, MoveRequest.Parser, Move),
             "Remove" => Unary(context, RemoveRequest.Parser, Remove),
-            "WatchDir" or "CreateWatcher" or "GetWatcherEvents" or "RemoveWatcher" =>
-                ConnectRpc.WriteErrorAsync(context, new ConnectException(ConnectCodes.Unimplemented, $"filesystem.Filesystem/{method} is not implemented by this agent")),
             _ => ConnectRpc.WriteErrorAsync(context, new ConnectException(ConnectCodes.NotFound, $"filesystem.Filesystem has no method '{method}'")),
         };
     }

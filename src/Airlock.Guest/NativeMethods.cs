@@ -1,4 +1,5 @@
 using System.Runtime.InteropServices;
+using Microsoft.Win32.SafeHandles;
 
 namespace Airlock.Guest;
 
@@ -63,6 +64,61 @@ internal static partial class NativeMethods
     [LibraryImport("libc", SetLastError = true)]
     internal static unsafe partial int ioctl(int fd, nuint request, byte* argument);
 
+    /// <summary>https://man7.org/linux/man-pages/man2/open.2.html</summary>
+    [LibraryImport("libc", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
+    internal static partial SafeFileHandle open(string path, int flags);
+
+    /// <summary>https://man7.org/linux/man-pages/man2/read.2.html</summary>
+    [LibraryImport("libc", SetLastError = true)]
+    internal static unsafe partial nint read(SafeFileHandle fd, byte* buffer, nuint count);
+
+    /// <summary>https://man7.org/linux/man-pages/man2/write.2.html</summary>
+    [LibraryImport("libc", SetLastError = true)]
+    internal static unsafe partial nint write(SafeFileHandle fd, byte* buffer, nuint count);
+
+    /// <summary>https://man7.org/linux/man-pages/man2/poll.2.html</summary>
+    [LibraryImport("libc", SetLastError = true)]
+    internal static unsafe partial int poll(PollFd* fds, nuint count, int timeoutMilliseconds);
+
+    /// <summary>https://man7.org/linux/man-pages/man2/ioctl.2.html, on a handle the agent owns.</summary>
+    [LibraryImport("libc", EntryPoint = "ioctl", SetLastError = true)]
+    internal static unsafe partial int ioctl(SafeFileHandle fd, nuint request, void* argument);
+
+    /// <summary>https://man7.org/linux/man-pages/man2/fchown.2.html</summary>
+    [LibraryImport("libc", SetLastError = true)]
+    internal static partial int fchown(SafeFileHandle fd, uint owner, uint group);
+
+    /// <summary>https://man7.org/linux/man-pages/man2/inotify_init1.2.html</summary>
+    [LibraryImport("libc", SetLastError = true)]
+    internal static partial SafeFileHandle inotify_init1(int flags);
+
+    /// <summary>https://man7.org/linux/man-pages/man2/inotify_add_watch.2.html — answers the watch descriptor.</summary>
+    [LibraryImport("libc", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
+    internal static partial int inotify_add_watch(SafeFileHandle fd, string path, uint mask);
+
+    /// <summary>https://man7.org/linux/man-pages/man2/inotify_rm_watch.2.html</summary>
+    [LibraryImport("libc", SetLastError = true)]
+    internal static partial int inotify_rm_watch(SafeFileHandle fd, int watch);
+
+    /// <summary>The <c>struct pollfd</c> of poll(2).</summary>
+    [StructLayout(LayoutKind.Sequential)]
+    internal struct PollFd
+    {
+        public int Fd;
+        public short Events;
+        public short Revents;
+    }
+
+    /// <summary>The <c>struct winsize</c> of TIOCGWINSZ/TIOCSWINSZ (https://man7.org/linux/man-pages/man2/TIOCSWINSZ.2const.html).</summary>
+    [StructLayout(LayoutKind.Sequential)]
+    internal struct WinSize
+    {
+        public ushort Rows;
+        public ushort Cols;
+        public ushort XPixels;
+        public ushort YPixels;
+    }
+
     [StructLayout(LayoutKind.Sequential)]
     internal struct Timespec
     {
@@ -80,4 +136,9 @@ internal static class Errno
     public const int EEXIST = 17;
     public const int EXDEV = 18;
     public const int EINVAL = 22;
+    public const int EINTR = 4;
+    public const int EIO = 5;
+    public const int EAGAIN = 11;
+    public const int ENOSPC = 28;
+    public const int ENOTDIR = 20;
 }

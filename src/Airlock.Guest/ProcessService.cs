@@ -23,7 +23,8 @@ internal sealed class ProcessService(ProcessTable table)
                 table.Find(request.Process).CloseStdin();
                 return ValueTask.FromResult<IMessage>(new CloseStdinResponse());
             }),
-            "Update" or "StreamInput" => ConnectRpc.WriteErrorAsync(context, new ConnectException(ConnectCodes.Unimplemented, $"process.Process/{method} is not implemented by this agent")),
+            "Update" => ConnectRpc.UnaryAsync(context, UpdateRequest.Parser, (request, _) => ValueTask.FromResult<IMessage>(Update(request))),
+            "StreamInput" => ConnectRpc.ClientStreamAsync<StreamInputRequest, StreamInputState>(context, StreamInputRequest.Parser, new StreamInputResponse(), StreamInput),
             _ => ConnectRpc.WriteErrorAsync(context, new ConnectException(ConnectCodes.NotFound, $"process.Process has no method '{method}'")),
         };
     }
@@ -31,59 +32,70 @@ internal sealed class ProcessService(ProcessTable table)
     private async Task StartAsync(HttpContext context, StartRequest request, ConnectStream stream, CancellationToken cancellationToken)
     {
         var process = table.Start(request, ConnectRpc.User(context));
-        await stream.WriteAsync(new StartResponse { Event = new ProcessEvent { Start = new ProcessEvent.Types.StartEvent { Pid = process.Pid } } }, cancellationToken);
-        await RelayAsync(process, process.FirstSubscription, e => new StartResponse { Event = e }, stream, ConnectRpc.KeepaliveInterval(context), cancellationToken);
+        try
+        {
+            await stream.WriteAsync(new StartResponse { Event = new ProcessEvent { Start = new ProcessEvent.Types.StartEvent { Pid = process.Pid } } }, cancellationToken);
+            await RelayAsync(process.FirstSubscription, e => new StartResponse { Event = e }, stream, ConnectRpc.KeepaliveInterval(context), cancellationToken);
+        }
+        finally
+        {
+            // A subscription nobody reads would hold the process's output back once its queue fills.
+            process.Unsubscribe(process.FirstSubscription);
+        }
     }
 
     private async Task ConnectAsync(HttpContext context, ConnectRequest request, ConnectStream stream, CancellationToken cancellationToken)
     {
         var process = table.Find(request.Process);
         var events = process.Subscribe();
-        await stream.WriteAsync(new ConnectResponse { Event = new ProcessEvent { Start = new ProcessEvent.Types.StartEvent { Pid = process.Pid } } }, cancellationToken);
-        await RelayAsync(process, events, e => new ConnectResponse { Event = e }, stream, ConnectRpc.KeepaliveInterval(context), cancellationToken);
+        try
+        {
+            await stream.WriteAsync(new ConnectResponse { Event = new ProcessEvent { Start = new ProcessEvent.Types.StartEvent { Pid = process.Pid } } }, cancellationToken);
+            await RelayAsync(events, e => new ConnectResponse { Event = e }, stream, ConnectRpc.KeepaliveInterval(context), cancellationToken);
+        }
+        finally
+        {
+            process.Unsubscribe(events);
+        }
     }
 
     /// <summary>Copies a process's events to the stream until its end event, sending keepalives while it is quiet.</summary>
     private static async Task RelayAsync(
-        ManagedProcess process,
         ChannelReader<ProcessEvent> events,
         Func<ProcessEvent, IMessage> wrap,
         ConnectStream stream,
         TimeSpan? keepalive,
         CancellationToken cancellationToken)
     {
-        try
+        Task<bool>? waiting = null;
+        Task? tick = null;
+        while (true)
         {
-            Task<bool>? waiting = null;
-            while (true)
+            waiting ??= events.WaitToReadAsync(cancellationToken).AsTask();
+            if (keepalive is { } interval)
             {
-                waiting ??= events.WaitToReadAsync(cancellationToken).AsTask();
-                if (keepalive is { } interval)
+                // One timer per interval, not per event: a busy stream would otherwise leave a pending timer per write.
+                tick ??= Task.Delay(interval, cancellationToken);
+                var first = await Task.WhenAny(waiting, tick);
+                if (first != waiting)
                 {
-                    var first = await Task.WhenAny(waiting, Task.Delay(interval, cancellationToken));
-                    if (first != waiting)
-                    {
-                        cancellationToken.ThrowIfCancellationRequested();
-                        await stream.WriteAsync(wrap(new ProcessEvent { Keepalive = new ProcessEvent.Types.KeepAlive() }), cancellationToken);
-                        continue;
-                    }
-                }
-
-                if (!await waiting)
-                {
-                    return;
-                }
-
-                waiting = null;
-                while (events.TryRead(out var e))
-                {
-                    await stream.WriteAsync(wrap(e), cancellationToken);
+                    cancellationToken.ThrowIfCancellationRequested();
+                    tick = null;
+                    await stream.WriteAsync(wrap(new ProcessEvent { Keepalive = new ProcessEvent.Types.KeepAlive() }), cancellationToken);
+                    continue;
                 }
             }
-        }
-        finally
-        {
-            process.Unsubscribe(events);
+
+            if (!await waiting)
+            {
+                return;
+            }
+
+            waiting = null;
+            while (events.TryRead(out var e))
+            {
+                await stream.WriteAsync(wrap(e), cancellationToken);
+            }
         }
     }
 
@@ -106,19 +118,71 @@ internal sealed class ProcessService(ProcessTable table)
 
     private async ValueTask<IMessage> SendInputAsync(SendInputRequest request, CancellationToken cancellationToken)
     {
-        var process = table.Find(request.Process);
-        switch (request.Input?.InputCase)
+        await WriteInputAsync(table.Find(request.Process), request.Input, cancellationToken);
+        return new SendInputResponse();
+    }
+
+    private static async Task WriteInputAsync(ManagedProcess process, ProcessInput? input, CancellationToken cancellationToken)
+    {
+        switch (input?.InputCase)
         {
             case ProcessInput.InputOneofCase.Stdin:
-                await process.WriteStdinAsync(request.Input.Stdin.Memory, cancellationToken);
+                await process.WriteStdinAsync(input.Stdin.Memory, cancellationToken);
                 break;
             case ProcessInput.InputOneofCase.Pty:
-                throw new ConnectException(ConnectCodes.Unimplemented, "PTY input is not implemented by this agent");
+                await process.WritePtyAsync(input.Pty.Memory, cancellationToken);
+                break;
             default:
-                throw new ConnectException(ConnectCodes.InvalidArgument, "input.stdin is required");
+                throw new ConnectException(ConnectCodes.InvalidArgument, "input.stdin or input.pty is required");
+        }
+    }
+
+    /// <summary>
+    /// Client-streamed input: a start event naming the process, then data events (and keepalives) until the client
+    /// ends its stream. Each data event is written as it arrives.
+    /// </summary>
+    private async Task StreamInput(StreamInputRequest request, StreamInputState state, CancellationToken cancellationToken)
+    {
+        switch (request.EventCase)
+        {
+            case StreamInputRequest.EventOneofCase.Start:
+                if (state.Process is not null)
+                {
+                    throw new ConnectException(ConnectCodes.InvalidArgument, "the input stream already named its process");
+                }
+
+                state.Process = table.Find(request.Start.Process);
+                break;
+            case StreamInputRequest.EventOneofCase.Data:
+                var process = state.Process ?? throw new ConnectException(ConnectCodes.InvalidArgument, "the input stream must start with a start event naming the process");
+                if (process.HasExited)
+                {
+                    throw new ConnectException(ConnectCodes.NotFound, $"process {process.Pid} has exited");
+                }
+
+                await WriteInputAsync(process, request.Data.Input, cancellationToken);
+                break;
+            case StreamInputRequest.EventOneofCase.Keepalive:
+                break;
+            default:
+                throw new ConnectException(ConnectCodes.InvalidArgument, "a StreamInputRequest needs an event (start, data or keepalive)");
+        }
+    }
+
+    private UpdateResponse Update(UpdateRequest request)
+    {
+        var process = table.Find(request.Process);
+        if (request.Pty is { } pty)
+        {
+            if (pty.Size is null)
+            {
+                throw new ConnectException(ConnectCodes.InvalidArgument, "pty.size is required to resize");
+            }
+
+            process.Resize(pty.Size.Cols, pty.Size.Rows);
         }
 
-        return new SendInputResponse();
+        return new UpdateResponse();
     }
 
     private SendSignalResponse SendSignal(SendSignalRequest request)
@@ -133,4 +197,10 @@ internal sealed class ProcessService(ProcessTable table)
         process.Signal(signal);
         return new SendSignalResponse();
     }
+}
+
+/// <summary>What a StreamInput call has learned so far: the process its start event named.</summary>
+internal sealed class StreamInputState
+{
+    public ManagedProcess? Process { get; set; }
 }

@@ -45,13 +45,31 @@ builder.Services.AddSingleton<ProcessTable>();
 builder.Services.AddSingleton<ProcessService>();
 builder.Services.AddSingleton<FilesystemService>();
 builder.Services.AddSingleton<FileTransfer>();
+builder.Services.AddSingleton<WatchService>();
+builder.Services.AddSingleton(TimeProvider.System);
+builder.Services.AddSingleton<SystemMetrics>();
+builder.Services.AddHostedService(services => services.GetRequiredService<SystemMetrics>());
 
 var app = builder.Build();
 var state = app.Services.GetRequiredService<AgentState>();
+var clock = app.Services.GetRequiredService<TimeProvider>();
 app.Use(async (context, next) =>
 {
     if (context.Request.Path == "/health")
     {
+        await next(context);
+        return;
+    }
+
+    // /files also takes URLs signed with the token (E2B's uploadUrl/downloadUrl), as envd does.
+    if (SignedFileUrls.IsFileRoute(context.Request))
+    {
+        if (SignedFileUrls.Check(context, state, clock) is { } refusal)
+        {
+            await FileTransfer.WriteErrorBodyAsync(context, refusal.Status, refusal.Message);
+            return;
+        }
+
         await next(context);
         return;
     }
@@ -74,10 +92,13 @@ var processes = app.Services.GetRequiredService<ProcessService>();
 var filesystem = app.Services.GetRequiredService<FilesystemService>();
 var files = app.Services.GetRequiredService<FileTransfer>();
 app.MapPost("/" + EnvdProtocol.ProcessService + "/{method}", processes.HandleAsync);
-app.MapPost("/" + EnvdProtocol.FilesystemService + "/{method}", filesystem.HandleAsync);
+var watches = app.Services.GetRequiredService<WatchService>();
+app.MapPost("/" + EnvdProtocol.FilesystemService + "/{method}", context =>
+    WatchService.Handles(context) ? watches.HandleAsync(context) : filesystem.HandleAsync(context));
 app.MapPost("/" + EnvdProtocol.AgentService + "/{method}", app.Services.GetRequiredService<AgentService>().HandleAsync);
 app.MapGet("/files", files.DownloadAsync);
 app.MapPost("/files", files.UploadAsync);
+app.MapGet("/metrics", app.Services.GetRequiredService<SystemMetrics>().HandleAsync);
 app.MapFallback(context => ConnectRpc.WriteErrorAsync(context, new ConnectException(ConnectCodes.NotFound, $"no route {context.Request.Method} {context.Request.Path}")));
 
 await app.RunAsync();

@@ -20,6 +20,9 @@ public sealed class AgentFixture : IAsyncLifetime
 
     public HttpClient Http { get; } = new() { Timeout = TimeSpan.FromSeconds(60) };
 
+    /// <summary>The agent's pid (to look at its memory in /proc).</summary>
+    public int Pid => _process?.Id ?? throw new InvalidOperationException("the agent is not running");
+
     /// <summary>A client; with <paramref name="user"/>, every call (files too) names that user, as E2B's SDKs do.</summary>
     public EnvdClient Client(bool binary = false, string? token = null, string? user = null) =>
         new(Http, new EnvdClientOptions

@@ -283,7 +283,10 @@ public sealed class AgentTests(AgentFixture agent) : IClassFixture<AgentFixture>
     [InlineData("POST", "process.Process/List", "text/plain", "{}", HttpStatusCode.UnsupportedMediaType)]
     [InlineData("POST", "process.Process/Start", "application/json", "{}", HttpStatusCode.UnsupportedMediaType)]
     [InlineData("POST", "filesystem.Filesystem/Stat", "application/json", "{\"path\":\"\"}", HttpStatusCode.BadRequest)]
-    [InlineData("POST", "filesystem.Filesystem/WatchDir", "application/json", "{}", HttpStatusCode.NotImplemented)]
+    [InlineData("POST", "filesystem.Filesystem/WatchDir", "application/json", "{}", HttpStatusCode.UnsupportedMediaType)]
+    [InlineData("POST", "filesystem.Filesystem/GetWatcherEvents", "application/json", "{\"watcherId\":\"nope\"}", HttpStatusCode.NotFound)]
+    [InlineData("POST", "process.Process/Update", "application/json", "{}", HttpStatusCode.BadRequest)]
+    [InlineData("POST", "process.Process/StreamInput", "application/json", "{}", HttpStatusCode.UnsupportedMediaType)]
     [InlineData("GET", "nowhere", null, null, HttpStatusCode.NotFound)]
     public async Task Bad_requests_get_clear_errors(string method, string path, string? contentType, string? body, HttpStatusCode expected)
     {
