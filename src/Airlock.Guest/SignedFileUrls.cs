@@ -65,22 +65,6 @@ internal static class SignedFileUrls
     }
 
     /// <summary>The signature for one operation (the token never leaves <see cref="AgentState"/>).</summary>
-    public static string Sign(ReadOnlySpan<byte> token, string path, string operation, string user, long? expiration)
-    {
-        var text = new StringBuilder().Append(path).Append(':').Append(operation).Append(':').Append(user).Append(':');
-        var prefix = Encoding.UTF8.GetBytes(text.ToString());
-        var suffix = expiration is { } e ? Encoding.UTF8.GetBytes(":" + e.ToString(System.Globalization.CultureInfo.InvariantCulture)) : [];
-        var raw = new byte[prefix.Length + token.Length + suffix.Length];
-        prefix.CopyTo(raw, 0);
-        token.CopyTo(raw.AsSpan(prefix.Length));
-        suffix.CopyTo(raw, prefix.Length + token.Length);
-        try
-        {
-            return "v1_" + Convert.ToBase64String(SHA256.HashData(raw)).TrimEnd('=');
-        }
-        finally
-        {
-            CryptographicOperations.ZeroMemory(raw);
-        }
-    }
+    public static string Sign(ReadOnlySpan<byte> token, string path, string operation, string user, long? expiration) =>
+        EnvdSignatures.Sign(token, path, operation, user, expiration);
 }

@@ -107,6 +107,24 @@ public sealed class SandboxLifecycle : IAsyncDisposable
         return false;
     }
 
+    /// <summary>
+    /// A signed file URL that names no sandbox (E2B's SDK with <c>E2B_SANDBOX_URL</c> set): the serving sandbox whose
+    /// access token made the signature, or null. The signature is the credential, as the guest agent checks again.
+    /// </summary>
+    public string? FindSigner(Func<string, bool> signedBy)
+    {
+        ArgumentNullException.ThrowIfNull(signedBy);
+        foreach (var live in _context.Registry.All)
+        {
+            if (live.Serving && live.Record.AccessToken is { } token && signedBy(token))
+            {
+                return live.Record.SandboxId;
+            }
+        }
+
+        return null;
+    }
+
     /// <summary>Marks one envd request in flight (a timeout pause lets it finish first).</summary>
     public IDisposable EnterActivity(string sandboxId) => _context.Activity.Enter(sandboxId);
 

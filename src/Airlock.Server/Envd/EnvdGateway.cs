@@ -66,6 +66,28 @@ internal sealed class EnvdGateway(SandboxLifecycle manager, SandboxConnector con
         return true;
     }
 
+    /// <summary>
+    /// A signed <c>/files</c> URL with no sandbox in its host or headers (the SDK builds it on <c>E2B_SANDBOX_URL</c>):
+    /// routed to the sandbox whose token signed it. Expiry and the rest are checked again by the agent.
+    /// </summary>
+    public static bool TryMatchSigned(HttpRequest request, SandboxLifecycle lifecycle, out string sandboxId)
+    {
+        sandboxId = "";
+        var query = request.Query;
+        if (request.Path != "/files" || !(HttpMethods.IsGet(request.Method) || HttpMethods.IsPost(request.Method))
+            || query["signature"].ToString() is not { Length: > 3 } signature || query["signature"].Count != 1)
+        {
+            return false;
+        }
+
+        long? expiration = long.TryParse(query["signature_expiration"].ToString(), out var seconds) ? seconds : null;
+        var operation = HttpMethods.IsGet(request.Method) ? "read" : "write";
+        var path = query["path"].ToString();
+        var user = query["username"].ToString();
+        sandboxId = lifecycle.FindSigner(token => EnvdSignatures.Matches(token, signature, path, operation, user, expiration)) ?? "";
+        return sandboxId.Length > 0;
+    }
+
     public async Task HandleAsync(HttpContext context, string sandboxId, int port)
     {
         if (port is < 1 or > 65535)

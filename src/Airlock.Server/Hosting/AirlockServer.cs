@@ -248,6 +248,12 @@ public static class AirlockServer
             return;
         }
 
+        if (EnvdGateway.TryMatchSigned(context.Request, context.RequestServices.GetRequiredService<SandboxLifecycle>(), out var signer))
+        {
+            await context.RequestServices.GetRequiredService<EnvdGateway>().HandleAsync(context, signer, Airlock.Envd.EnvdProtocol.Port);
+            return;
+        }
+
         await next();
     }
 

@@ -269,7 +269,10 @@ try {
   const wrongOperation = await fetch(uploadUrl, { headers: routing })
   seen.uploadUrlUsedForReadStatus = wrongOperation.status
   assert.ok(!wrongOperation.ok, `an upload (write) signature must not allow a read, got ${wrongOperation.status}`)
-  seen.signedUrlPlainStatus = (await fetch(downloadUrl)).status
+  // The plain URL, as the SDK hands it out: airlockd routes it by the token that signed it.
+  const plain = await fetch(downloadUrl)
+  seen.signedUrlPlainStatus = plain.status
+  assert.equal(await plain.text(), 'uploaded through a signed URL\n', 'the plain signed URL reaches the sandbox that signed it')
   assert.equal(await sbx.isRunning(), true)
 
   // --- pause, connect (memory kept, then not) ------------------------------------------------------------------------
