@@ -164,6 +164,12 @@ public sealed class SandboxLifecycle : IAsyncDisposable
     /// <summary>Metrics of a running sandbox; a paused one is a conflict, an ended one not found.</summary>
     public async Task<IReadOnlyList<SandboxMetric>> MetricsAsync(string tenantId, string sandboxId, DateTimeOffset? from, DateTimeOffset? to, CancellationToken cancellationToken)
     {
+        var record = await _context.GetAsync(tenantId, sandboxId, cancellationToken);
+        if (record.State is SandboxState.Paused or SandboxState.Pausing or SandboxState.Resuming)
+        {
+            throw SandboxException.Conflict("sandbox_paused", $"Sandbox {sandboxId} is {record.State.ToString().ToLowerInvariant()}: nothing runs, so it has no metrics; resume it first.");
+        }
+
         var live = await _context.GetLiveAsync(tenantId, sandboxId, cancellationToken);
         return await _metrics.ReadAsync(live, from, to, cancellationToken);
     }

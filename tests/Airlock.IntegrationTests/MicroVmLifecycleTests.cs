@@ -105,15 +105,25 @@ public sealed class MicroVmLifecycleTests
     }
 
     [Fact(Timeout = 300_000)]
-    public async Task A_sandbox_with_auto_pause_is_paused_at_its_timeout_and_resumes()
+    public async Task A_sandbox_with_auto_pause_lets_a_command_in_flight_finish_then_pauses_at_its_timeout_and_resumes()
     {
         await using var host = await AirlockHost.StartAsync();
         try
         {
-            var sandbox = await host.CreateSandboxAsync(new NewSandboxRequest { TemplateId = "base", Timeout = 3, AutoPause = true });
+            // No race with the clock: the file is written under a long timeout, then the timeout is moved to 1 s while a
+            // command runs; the pause waits for it (bounded by the grace) instead of cutting it.
+            var sandbox = await host.CreateSandboxAsync(new NewSandboxRequest { TemplateId = "base", Timeout = 120, AutoPause = true });
             await host.RunAsync(sandbox, "echo auto > /home/user/auto.txt");
+            var inFlight = host.RunAsync(sandbox, "sleep 3; echo finished");
+            await Task.Delay(500);
+            using (var shorten = await host.Http.PostAsJsonAsync($"/sandboxes/{sandbox.SandboxId}/timeout", new TimeoutRequest { Timeout = 1 }, ApiJsonContext.Default.TimeoutRequest))
+            {
+                Assert.Equal(HttpStatusCode.NoContent, shorten.StatusCode);
+            }
+
+            Assert.Equal((0, "finished\n", ""), await inFlight);
             SandboxDetail? detail = null;
-            for (var i = 0; i < 60; i++)
+            for (var i = 0; i < 120; i++)
             {
                 detail = await host.Http.GetFromJsonAsync($"/sandboxes/{sandbox.SandboxId}", ApiJsonContext.Default.SandboxDetail);
                 if (detail!.State == "paused")
@@ -125,14 +135,40 @@ public sealed class MicroVmLifecycleTests
             }
 
             Assert.Equal("paused", detail!.State);
+            Assert.Equal("pause", detail.Lifecycle!.OnTimeout);
+            using (var metrics = await host.Http.GetAsync($"/sandboxes/{sandbox.SandboxId}/metrics"))
+            {
+                Assert.Equal(HttpStatusCode.Conflict, metrics.StatusCode); // a paused sandbox has no metrics
+            }
+
             using var resume = await host.Http.PostAsync($"/sandboxes/{sandbox.SandboxId}/connect", JsonContent.Create(new ResumeRequest { Timeout = 120 }, ApiJsonContext.Default.ResumeRequest));
             Assert.Equal(HttpStatusCode.Created, resume.StatusCode);
             Assert.Equal((0, "auto\n", ""), await host.RunAsync(sandbox, "cat /home/user/auto.txt"));
             await host.Http.DeleteAsync($"/sandboxes/{sandbox.SandboxId}");
+        }
+        finally
+        {
+            host.DeleteDataDir();
+        }
+    }
 
-            // autoPause where the boundary cannot pause is refused up front.
-            using var refused = await host.Http.PostAsJsonAsync("/sandboxes", new NewSandboxRequest { TemplateId = "base", Risk = "low", AutoPause = true }, ApiJsonContext.Default.NewSandboxRequest);
-            Assert.Equal(HttpStatusCode.BadRequest, refused.StatusCode);
+    [Theory(Timeout = 60_000)]
+    [InlineData("{\"templateID\":\"base\",\"lifecycle\":{\"onTimeout\":\"explode\"}}", 400, "invalid_lifecycle")]
+    [InlineData("{\"templateID\":\"base\",\"autoResume\":{\"enabled\":true}}", 400, "invalid_lifecycle")]
+    [InlineData("{\"templateID\":\"base\",\"autoPauseMemory\":false}", 400, "invalid_lifecycle")]
+    [InlineData("{\"templateID\":\"base\",\"risk\":\"low\",\"lifecycle\":{\"onTimeout\":\"pause\",\"keepMemory\":true}}", 422, "memory_not_kept")]
+    [InlineData("{\"templateID\":\"base\",\"risk\":\"low\",\"network\":{\"allowOut\":[\"example.org\"]}}", 422, "egress_unavailable")]
+    [InlineData("{\"templateID\":\"base\",\"risk\":\"low\",\"envVars\":{\"A B\":\"x\"}}", 400, "invalid_env")]
+    public async Task A_lifecycle_or_network_the_boundary_cannot_honour_is_refused_up_front_and_nothing_starts(string body, int status, string code)
+    {
+        await using var host = await AirlockHost.StartAsync();
+        try
+        {
+            using var refused = await host.Http.PostAsync("/v2/sandboxes", new StringContent(body, System.Text.Encoding.UTF8, "application/json"));
+            Assert.Equal(status, (int)refused.StatusCode);
+            Assert.Contains(code, await refused.Content.ReadAsStringAsync(), StringComparison.Ordinal);
+            var listed = await host.Http.GetFromJsonAsync("/v2/sandboxes?state=creating,running,failed", ApiJsonContext.Default.ListSandboxDetail);
+            Assert.Empty(listed!);
         }
         finally
         {
