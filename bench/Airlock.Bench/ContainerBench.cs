@@ -41,12 +41,16 @@ internal static class ContainerBench
                 raw.Add(await RawRuncAsync(bundle, id));
             }
 
+            // Pause (frozen in place: the default keeps memory) and resume (thaw), then pause to disk and resume (files only).
+            var (freeze, thaw) = await Stats.PauseResumeAsync(host, donor.SandboxId, 5);
             await host.Http.DeleteAsync($"/sandboxes/{donor.SandboxId}");
             var runtime = donor.Boundary.Runtime;
             Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"# container boundary benchmark, {DateTime.UtcNow:yyyy-MM-dd HH:mm} UTC, {Environment.ProcessorCount} cores, {runtime}, cgroup {donor.Boundary.Cgroup}"));
             Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"airlock create->first output     p50 {Stats.P(create, 50),8:F1} ms  p90 {Stats.P(create, 90),8:F1} ms  (n={create.Count})"));
             Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"raw runc run (same bundle)       p50 {Stats.P(raw, 50),8:F1} ms  p90 {Stats.P(raw, 90),8:F1} ms  (n={raw.Count})"));
             Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"ratio create / raw runc run      {Stats.P(create, 50) / Stats.P(raw, 50),8:F2}x  (goal <= 1.5x)"));
+            Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"pause (frozen in place)          p50 {Stats.P(freeze, 50),8:F1} ms  p90 {Stats.P(freeze, 90),8:F1} ms  (n={freeze.Count})"));
+            Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"resume (thaw, agent answering)   p50 {Stats.P(thaw, 50),8:F1} ms  p90 {Stats.P(thaw, 90),8:F1} ms  (n={thaw.Count})"));
         }
         finally
         {

@@ -42,20 +42,9 @@ internal static class MicroVmBench
             // Pause/resume of a guest that has touched ~256 MiB of its 512 MiB.
             var vm = await host.CreateSandboxAsync(new NewSandboxRequest { TemplateId = "base", Timeout = 1200 });
             await host.RunAsync(vm, "nohup python3 -c 'import time; b=bytearray(256*2**20); [b.__setitem__(i, 1) for i in range(0, len(b), 4096)]; time.sleep(100000)' >/dev/null 2>&1 & sleep 8");
-            var pause = new List<double>();
-            var resume = new List<double>();
             long stateBytes = 0;
             var stateDir = Path.Combine(host.DataDir, "sandboxes", vm.SandboxId);
-            for (var i = 0; i < pauseRuns; i++)
-            {
-                var sw = Stopwatch.StartNew();
-                (await host.Http.PostAsync($"/sandboxes/{vm.SandboxId}/pause", null)).EnsureSuccessStatusCode();
-                pause.Add(sw.Elapsed.TotalMilliseconds);
-                stateBytes = new FileInfo(Path.Combine(stateDir, "memory.bin")).Length;
-                sw.Restart();
-                (await host.Http.PostAsync($"/sandboxes/{vm.SandboxId}/connect", JsonContent.Create(new ResumeRequest { Timeout = 1200 }, ApiJsonContext.Default.ResumeRequest))).EnsureSuccessStatusCode();
-                resume.Add(sw.Elapsed.TotalMilliseconds);
-            }
+            var (pause, resume) = await Stats.PauseResumeAsync(host, vm.SandboxId, pauseRuns, () => stateBytes = new FileInfo(Path.Combine(stateDir, "memory.bin")).Length);
 
             await host.Http.DeleteAsync($"/sandboxes/{vm.SandboxId}");
 

@@ -21,6 +21,7 @@ if (args.Contains("--microvm"))
 var createRuns = Arg("--create-runs", 10);
 var execRuns = Arg("--exec-runs", 200);
 var rawRuns = Arg("--raw-runs", 20);
+var pauseRuns = Arg("--pause-runs", 5);
 var rootfs = Path.Combine(AirlockHost.TemplatesDir, "base", "rootfs");
 
 await using var host = await AirlockHost.StartAsync();
@@ -46,6 +47,7 @@ try
         exec.Add(sw.Elapsed.TotalMilliseconds);
     }
 
+    var (pause, resume) = await Stats.PauseResumeAsync(host, running.SandboxId, pauseRuns);
     await host.Http.DeleteAsync($"/sandboxes/{running.SandboxId}");
 
     var rawFirst = new List<double>();
@@ -64,6 +66,8 @@ try
     Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"airlock exec round trip (true)   p50 {Stats.P(exec, 50),8:F2} ms  p90 {Stats.P(exec, 90),8:F2} ms  (n={exec.Count}, goal p50 <= 5 ms)"));
     Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"raw bwrap spawn->exit (true)     p50 {Stats.P(rawExit, 50),8:F2} ms  (n={rawExit.Count})"));
     Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"ratio exec / raw bwrap spawn     {Stats.P(exec, 50) / Stats.P(rawExit, 50),8:F2}x"));
+    Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"pause (files kept, processes end) p50 {Stats.P(pause, 50),7:F1} ms  p90 {Stats.P(pause, 90),8:F1} ms  (n={pause.Count})"));
+    Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"resume (new bwrap on the layer)   p50 {Stats.P(resume, 50),7:F1} ms  p90 {Stats.P(resume, 90),8:F1} ms  (n={resume.Count}; ratio to create {Stats.P(resume, 50) / Stats.P(create, 50):F2}x)"));
 }
 finally
 {

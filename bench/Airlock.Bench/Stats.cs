@@ -35,6 +35,28 @@ internal static class Stats
         return times;
     }
 
+    /// <summary>
+    /// Milliseconds of <paramref name="runs"/> pause → connect cycles of one sandbox through the API (pause with the
+    /// boundary's default; connect until the agent answers), calling <paramref name="afterPause"/> while it is paused.
+    /// </summary>
+    public static async Task<(List<double> Pause, List<double> Resume)> PauseResumeAsync(AirlockHost host, string sandboxId, int runs, Action? afterPause = null)
+    {
+        var pause = new List<double>();
+        var resume = new List<double>();
+        for (var i = 0; i < runs; i++)
+        {
+            var sw = Stopwatch.StartNew();
+            (await host.Http.PostAsync($"/sandboxes/{sandboxId}/pause", null)).EnsureSuccessStatusCode();
+            pause.Add(sw.Elapsed.TotalMilliseconds);
+            afterPause?.Invoke();
+            sw.Restart();
+            (await host.Http.PostAsync($"/sandboxes/{sandboxId}/connect", System.Net.Http.Json.JsonContent.Create(new ResumeRequest { Timeout = 1200 }, ApiJsonContext.Default.ResumeRequest))).EnsureSuccessStatusCode();
+            resume.Add(sw.Elapsed.TotalMilliseconds);
+        }
+
+        return (pause, resume);
+    }
+
     /// <summary>Milliseconds from spawning a raw tool to its first byte of output, and to its exit.</summary>
     public static async Task<(double First, double Exit)> SpawnAsync(ProcessStartInfo start)
     {
