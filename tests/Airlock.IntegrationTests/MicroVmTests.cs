@@ -194,15 +194,28 @@ public sealed class MicroVmTests(HostFixture fixture) : IClassFixture<HostFixtur
             Assert.Equal(HttpStatusCode.NotFound, connect.StatusCode);
         }
 
-        // The process boundary cannot pause to disk: a clear refusal, the sandbox keeps running.
+        // The process boundary pauses its files only; asking to keep memory there is not a failure, and the audit says
+        // what was kept. Its metrics are refused while paused, and it runs commands again once connected.
         var process = await Host.CreateSandboxAsync();
-        using (var refused = await Host.Http.PostAsync($"/sandboxes/{process.SandboxId}/pause", null))
+        await Host.RunAsync(process, "echo kept > /home/user/kept.txt");
+        using (var paused = await Host.Http.PostAsync($"/sandboxes/{process.SandboxId}/pause", JsonContent.Create(new PauseRequest { Memory = true }, ApiJsonContext.Default.PauseRequest)))
         {
-            Assert.Equal(HttpStatusCode.Conflict, refused.StatusCode);
-            Assert.Contains("microvm", await refused.Content.ReadAsStringAsync());
+            Assert.Equal(HttpStatusCode.NoContent, paused.StatusCode);
         }
 
-        Assert.Equal(0, (await Host.RunAsync(process, "true")).ExitCode);
+        using (var metrics = await Host.Http.GetAsync($"/sandboxes/{process.SandboxId}/metrics"))
+        {
+            Assert.Equal(HttpStatusCode.Conflict, metrics.StatusCode);
+        }
+
+        using (var back = await Host.Http.PostAsync($"/sandboxes/{process.SandboxId}/connect", null))
+        {
+            Assert.Equal(HttpStatusCode.Created, back.StatusCode);
+        }
+
+        Assert.Equal((0, "kept\n", ""), await Host.RunAsync(process, "cat /home/user/kept.txt"));
+        var audit = await Host.Http.GetStringAsync("/audit");
+        Assert.Contains("memory asked for; this boundary keeps files only", audit, StringComparison.Ordinal);
         await Host.Http.DeleteAsync($"/sandboxes/{process.SandboxId}");
     }
 

@@ -173,9 +173,13 @@ public sealed partial class RuncDriver
             await HostTools.TryRunAsync(runtime, ["--root", Path.Combine(_options.StateRoot, runtime), "delete", "--force", id], CancellationToken.None);
             await _cgroups.DestroyAsync(id, CancellationToken.None);
             await HostTools.TryRunAsync("ip", ["netns", "del", netns], CancellationToken.None);
-            if (Directory.Exists(dir))
+            try
             {
                 Directory.Delete(dir, recursive: true);
+            }
+            catch (DirectoryNotFoundException)
+            {
+                // already gone (the data directory of a stopping airlockd may be removed under a late probe)
             }
         }
     }

@@ -313,5 +313,9 @@ internal sealed class SandboxLifecycleService(SandboxLifecycle manager) : IHoste
         {
             // airlockd is stopping; the next create probes again.
         }
+        catch (Exception) when (cancellationToken.IsCancellationRequested)
+        {
+            // A probe cut short by the stop may fail on its way out; it is only a warm-up, and a stop must not fail.
+        }
     }
 }
