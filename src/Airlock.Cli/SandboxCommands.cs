@@ -286,8 +286,8 @@ internal static partial class SandboxCommands
     private static Command Pause(CliConsole console, GlobalOptions globals)
     {
         var id = new Argument<string>("id") { Description = "Sandbox id" };
-        var toDisk = new Option<bool>("--to-disk") { Description = "container: keep only the files and free the memory (processes are stopped); default freezes it in place" };
-        var command = new Command("pause", "Pause a sandbox: a microvm goes to disk with memory, processes and files; a container is frozen in place, or with --to-disk keeps its files") { id, toDisk };
+        var toDisk = new Option<bool>("--to-disk") { Description = "keep only the files and free the memory (processes are stopped; a microvm boots from its disk on resume); default keeps memory where the boundary can" };
+        var command = new Command("pause", "Pause a sandbox: a microvm goes to disk with memory, processes and files; a container is frozen in place; a process sandbox keeps its files; --to-disk keeps only files in any boundary") { id, toDisk };
         command.SetAction(AirlockCli.Guard(console, async (parse, cancellationToken) =>
         {
             using var client = globals.CreateClient(parse, console);

@@ -75,8 +75,9 @@ public sealed class AirlockClient : IDisposable
         SendAsync(HttpMethod.Post, "sandboxes/" + EscapeId(sandboxId) + "/pause", null, cancellationToken);
 
     /// <summary>
-    /// Pauses a sandbox choosing what a container keeps: <paramref name="toDisk"/> false freezes it in place (processes
-    /// and memory kept, memory stays reserved), true keeps only its files and frees its memory. microVMs always keep both.
+    /// Pauses a sandbox choosing what it keeps: <paramref name="toDisk"/> false keeps memory where the boundary can (a
+    /// microVM's memory image, a container frozen in place; a process sandbox keeps its files regardless), true keeps
+    /// only its files and frees its memory (a microVM then boots from its disk on resume).
     /// </summary>
     public Task PauseAsync(string sandboxId, bool toDisk, CancellationToken cancellationToken = default) =>
         SendAsync(HttpMethod.Post, "sandboxes/" + EscapeId(sandboxId) + "/pause" + (toDisk ? "?mode=disk" : "?mode=memory"), null, cancellationToken);
