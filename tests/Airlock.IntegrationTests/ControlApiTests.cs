@@ -77,6 +77,22 @@ public sealed class ControlApiTests(HostFixture fixture) : IClassFixture<HostFix
         Assert.Equal(code, (await ErrorOf(response)).ErrorCode);
     }
 
+    [Theory(Timeout = 60_000)]
+    [InlineData("/v2/sandboxes?nextToken=forged-token", "invalid_next_token")]
+    [InlineData("/v2/sandboxes?nextToken=MTIzOi4uLy4uL2V0Yw", "invalid_next_token")] // "123:../../etc"
+    [InlineData("/v2/sandboxes?order=sideways", "invalid_order")]
+    [InlineData("/v2/sandboxes?limit=0", "invalid_limit")]
+    [InlineData("/v2/sandboxes?state=zombie", "invalid_state")]
+    [InlineData("/v2/sandboxes?metadata=novalue", "invalid_metadata_filter")]
+    [InlineData("/sandboxes/aaaaaaaaaaaaaaaaaaaa/metrics?start=yesterday", "invalid_start")]
+    [InlineData("/sandboxes/aaaaaaaaaaaaaaaaaaaa/logs?limit=5000", "invalid_limit")]
+    public async Task Malformed_list_metrics_and_logs_queries_get_a_clear_400(string path, string code)
+    {
+        using var response = await Host.Http.GetAsync(path);
+        Assert.Equal(HttpStatusCode.BadRequest, response.StatusCode);
+        Assert.Equal(code, (await ErrorOf(response)).ErrorCode);
+    }
+
     [Fact(Timeout = 60_000)]
     public async Task An_oversized_json_body_is_a_413()
     {
