@@ -182,9 +182,9 @@ public sealed class SandboxLifecycle : IAsyncDisposable
     {
         var record = await _context.GetAsync(tenantId, sandboxId, cancellationToken);
         var lines = new List<SandboxLogLine>();
-        await foreach (var audit in _context.Store.ReadAuditAsync(0, tenantId, cancellationToken))
+        await foreach (var audit in _context.Store.ReadSandboxAuditAsync(tenantId, sandboxId, cancellationToken))
         {
-            if (audit.SandboxId == sandboxId && (from is null || audit.Time >= from))
+            if (from is null || audit.Time >= from)
             {
                 lines.Add(new SandboxLogLine(audit.Time, audit.Kind.EndsWith(".failed", StringComparison.Ordinal) || audit.Kind == AuditKinds.Failed ? "error" : "info", $"{audit.Kind} {audit.Data}", "airlockd"));
             }

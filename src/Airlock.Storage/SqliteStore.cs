@@ -316,6 +316,20 @@ public sealed class SqliteStore : IStore
         }
     }
 
+    public async IAsyncEnumerable<AuditRecord> ReadSandboxAuditAsync(string tenantId, string sandboxId, [EnumeratorCancellation] CancellationToken cancellationToken)
+    {
+        await using var connection = await OpenConnectionAsync(cancellationToken);
+        await using var command = connection.CreateCommand();
+        command.CommandText = SelectAudit + " WHERE sandbox_id = $sandbox AND tenant_id = $tenant ORDER BY seq";
+        command.Parameters.AddWithValue("$sandbox", sandboxId);
+        command.Parameters.AddWithValue("$tenant", tenantId);
+        await using var reader = await command.ExecuteReaderAsync(cancellationToken);
+        while (await reader.ReadAsync(cancellationToken))
+        {
+            yield return ReadAudit(reader);
+        }
+    }
+
     public async ValueTask DisposeAsync()
     {
         // Fold the WAL back into airlock.db so the file on disk is the whole store (backups, `audit verify` offline).

@@ -171,11 +171,18 @@ public sealed class ControlApiTests(HostFixture fixture) : IClassFixture<HostFix
         // E2B's SDKs take 502 on envd routes as "not running" (isRunning() false); anything else throws.
         var envd = await Assert.ThrowsAnyAsync<Exception>(() => Host.RunAsync(sandbox, "true"));
         Assert.Contains("502", envd.ToString() + (envd as Airlock.Envd.Client.EnvdException)?.HttpStatus);
-        foreach (var path in new[] { "metrics", "logs" })
+        using (var gone = await Host.Http.GetAsync($"/sandboxes/{sandbox.SandboxId}/metrics"))
         {
-            using var gone = await Host.Http.GetAsync($"/sandboxes/{sandbox.SandboxId}/{path}");
-            Assert.Equal(path == "logs" ? HttpStatusCode.OK : HttpStatusCode.NotFound, gone.StatusCode);
+            Assert.Equal(HttpStatusCode.NotFound, gone.StatusCode);
         }
+
+        // Its log (E2B's shape) outlives it: its own lifecycle records, oldest first, and no other sandbox's.
+        var other = await Host.CreateSandboxAsync();
+        var logs = await Host.Http.GetFromJsonAsync($"/v2/sandboxes/{sandbox.SandboxId}/logs", ApiJsonContext.Default.SandboxLogs);
+        Assert.StartsWith("sandbox.create", logs!.Logs[0].Line, StringComparison.Ordinal);
+        Assert.Contains(logs.LogEntries, e => e.Message.StartsWith("sandbox.kill", StringComparison.Ordinal) && e.Level == "info");
+        Assert.Single(logs.Logs, l => l.Line.StartsWith("sandbox.create", StringComparison.Ordinal)); // not the other's too
+        await Host.Http.DeleteAsync($"/sandboxes/{other.SandboxId}");
 
         var detail = await Host.Http.GetFromJsonAsync($"/sandboxes/{sandbox.SandboxId}", ApiJsonContext.Default.SandboxDetail);
         Assert.Equal("killed", detail!.State);

@@ -27,4 +27,6 @@ public interface IStore : IAsyncDisposable
     /// <summary>Appends one audit record atomically with its chain link (serialised per store).</summary>
     Task<AuditRecord> AppendAuditAsync(AuditEntry entry, DateTimeOffset time, Func<AuditRecord?, DateTimeOffset, AuditEntry, AuditRecord> link, CancellationToken cancellationToken);
     IAsyncEnumerable<AuditRecord> ReadAuditAsync(long afterSeq, string? tenantId, CancellationToken cancellationToken);
+    /// <summary>One sandbox's audit records of this tenant, oldest first (its lifecycle log), by index.</summary>
+    IAsyncEnumerable<AuditRecord> ReadSandboxAuditAsync(string tenantId, string sandboxId, CancellationToken cancellationToken);
 }

@@ -89,6 +89,9 @@ internal sealed class InMemoryStore : IStore
         await Task.CompletedTask;
     }
 
+    public IAsyncEnumerable<AuditRecord> ReadSandboxAuditAsync(string tenantId, string sandboxId, CancellationToken cancellationToken) =>
+        ReadAuditAsync(0, tenantId, cancellationToken).Where(r => r.SandboxId == sandboxId);
+
     public ValueTask DisposeAsync() => ValueTask.CompletedTask;
 }
 
