@@ -1,3 +1,5 @@
+// The SQLite store: one concern (every table airlockd keeps: tenants, keys, sandboxes, the audit chain, migrations),
+// which is why it runs a little past 500 lines; a second store (PostgreSQL) gets its own file.
 using System.Globalization;
 using System.Runtime.CompilerServices;
 using System.Text.Json;
