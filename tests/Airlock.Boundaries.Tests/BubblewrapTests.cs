@@ -235,7 +235,7 @@ public sealed class BubblewrapTests(Harness harness) : IClassFixture<Harness>
         var driver = (IPausableDriver)harness.Driver;
         Assert.False(driver.CanKeepMemory);
         var sandbox = await harness.StartAsync();
-        var (started, _, _) = await sandbox.RunAsync("echo kept > ~/note; mkdir -p ~/work && echo deep > ~/work/file; (sleep 900 &); pgrep -c sleep");
+        var (started, _, _) = await sandbox.RunAsync("echo kept > ~/note; mkdir -p ~/work && echo deep > ~/work/file; (sleep 900 &); for i in $(seq 500); do pgrep -x sleep >/dev/null && break; done; pgrep -c -x sleep");
         Assert.Equal("1\n", started);
 
         await driver.PauseAsync(sandbox.Instance, keepMemory: false, CancellationToken.None);

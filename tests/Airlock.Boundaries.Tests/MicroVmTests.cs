@@ -16,7 +16,7 @@ public sealed class MicroVmTests(MicroVmHarness harness) : IClassFixture<MicroVm
         var driver = (IPausableDriver)harness.Driver;
         var sandbox = await harness.StartAsync();
         var (started, stderr, _) = await sandbox.RunAsync(
-            "echo kept > ~/note && sync && echo unsynced > ~/late && (sleep 900 > /dev/null 2>&1 &) ; sleep 0.2; pgrep -c sleep", timeoutSeconds: 120);
+            "echo kept > ~/note && sync && echo unsynced > ~/late && (sleep 900 > /dev/null 2>&1 &) ; for i in $(seq 500); do pgrep -x sleep >/dev/null && break; done; pgrep -c -x sleep", timeoutSeconds: 120);
         Assert.True(started == "1\n", started + stderr);
 
         // The host sees QEMU's CPU time only; memory and disk are the guest's to report.
