@@ -1,4 +1,3 @@
-using System.Text;
 using Airlock.Envd;
 using Airlock.Envd.Connect;
 using Google.Protobuf;
@@ -188,25 +187,10 @@ internal static class ConnectRpc
     };
 
     /// <summary>The user a request acts as: <c>Authorization: Basic base64(user:)</c>, as E2B's SDKs send it.</summary>
-    public static string? User(HttpContext context)
-    {
-        var header = context.Request.Headers.Authorization.ToString();
-        if (!header.StartsWith("Basic ", StringComparison.OrdinalIgnoreCase))
-        {
-            return null;
-        }
-
-        try
-        {
-            var decoded = Encoding.UTF8.GetString(Convert.FromBase64String(header[6..].Trim()));
-            var colon = decoded.IndexOf(':', StringComparison.Ordinal);
-            return colon < 0 ? decoded : decoded[..colon];
-        }
-        catch (FormatException)
-        {
-            throw new ConnectException(ConnectCodes.Unauthenticated, "the Authorization header is not valid Basic credentials");
-        }
-    }
+    public static string? User(HttpContext context) =>
+        Airlock.Envd.Inspection.EnvdUser.TryReadNamed(context.Request.Headers.Authorization.ToString(), out var user)
+            ? user
+            : throw new ConnectException(ConnectCodes.Unauthenticated, "the Authorization header is not valid Basic credentials");
 
     /// <summary>Keepalive interval the client asked for (E2B's SDKs send <c>Keepalive-Ping-Interval</c> in seconds).</summary>
     public static TimeSpan? KeepaliveInterval(HttpContext context) =>

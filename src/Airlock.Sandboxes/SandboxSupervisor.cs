@@ -104,7 +104,7 @@ internal sealed class SandboxSupervisor(SandboxContext context, SandboxTerminato
 
             var why = inFlight > 0 ? $"timeout ({inFlight} envd request(s) still in flight after {context.Options.TimeoutPauseGrace.TotalSeconds:0} s were cut)" : "timeout";
             await pauser.PauseLiveAsync(live, why, live.Record.Lifecycle.KeepMemory, context.Stopping.Token);
-            Resumed(live);
+            live.Draining = false; // a container frozen in place stays registered; it admits traffic again once thawed
             return true;
         }
         catch (Exception ex) when (ex is not OperationCanceledException)
@@ -114,6 +114,4 @@ internal sealed class SandboxSupervisor(SandboxContext context, SandboxTerminato
             return false;
         }
     }
-
-    private static void Resumed(LiveSandbox live) => live.Draining = false;
 }

@@ -18,7 +18,18 @@ public static class EnvdUser
     /// </summary>
     public static bool TryRead(string? authorization, out string user)
     {
-        user = Default;
+        var valid = TryReadNamed(authorization, out var named);
+        user = string.IsNullOrEmpty(named) ? Default : named;
+        return valid;
+    }
+
+    /// <summary>
+    /// The user a request names, or null when it names none (the guest then applies its own default user). False only
+    /// for Basic credentials that are not valid base64.
+    /// </summary>
+    public static bool TryReadNamed(string? authorization, out string? user)
+    {
+        user = null;
         if (authorization is null || !authorization.StartsWith("Basic ", StringComparison.OrdinalIgnoreCase))
         {
             return true;
@@ -35,12 +46,7 @@ public static class EnvdUser
         }
 
         var colon = decoded.IndexOf(':', StringComparison.Ordinal);
-        var name = colon < 0 ? decoded : decoded[..colon];
-        if (name.Length > 0)
-        {
-            user = name;
-        }
-
+        user = colon < 0 ? decoded : decoded[..colon];
         return true;
     }
 }
