@@ -18,6 +18,11 @@ public static class AuditKinds
     public const string Resume = "sandbox.resume";
     public const string Reaped = "sandbox.reaped";
     public const string ApiKeyCreated = "apikey.create";
+    public const string ApiKeyRevoked = "apikey.revoke";
+    public const string ApiKeyRotated = "apikey.rotate";
+    public const string TenantCreated = "tenant.create";
+    public const string TenantUpdated = "tenant.update";
+    public const string TenantDeleted = "tenant.delete";
 }
 
 /// <summary>A record to append; the chain assigns sequence, time and hashes.</summary>

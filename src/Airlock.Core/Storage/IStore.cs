@@ -3,9 +3,26 @@ using Airlock.Core.Sandboxes;
 
 namespace Airlock.Core.Storage;
 
-public sealed record Tenant(string TenantId, string Name, DateTimeOffset CreatedAt);
+public sealed record Tenant(string TenantId, string Name, DateTimeOffset CreatedAt)
+{
+    /// <summary>This tenant's own limits; what is unset falls back to the server's per-tenant defaults.</summary>
+    public TenantQuotas Quotas { get; init; } = TenantQuotas.None;
 
-public sealed record ApiKeyRecord(string KeyId, string TenantId, string KeyHash, string Name, DateTimeOffset CreatedAt);
+    /// <summary>Set once the tenant is deleted (rows stay: its sandboxes and audit records name it).</summary>
+    public DateTimeOffset? DeletedAt { get; init; }
+}
+
+/// <summary>A stored API key: its SHA-256 only, never the secret.</summary>
+public sealed record ApiKeyRecord(string KeyId, string TenantId, string KeyHash, string Name, DateTimeOffset CreatedAt)
+{
+    public ApiKeyScope Scope { get; init; } = ApiKeyScope.Tenant;
+    public DateTimeOffset? ExpiresAt { get; init; }
+    public DateTimeOffset? LastUsedAt { get; init; }
+    public DateTimeOffset? RevokedAt { get; init; }
+
+    /// <summary>Whether the key authenticates at <paramref name="now"/>: not revoked and not expired.</summary>
+    public bool IsValidAt(DateTimeOffset now) => RevokedAt is null && (ExpiresAt is not { } expires || now < expires);
+}
 
 /// <summary>Persistent state: tenants, keys, sandboxes, audit. Every sandbox query is tenant-scoped.</summary>
 public interface IStore : IAsyncDisposable
