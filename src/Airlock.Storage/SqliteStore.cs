@@ -1,5 +1,4 @@
-// The SQLite store: one concern (every table airlockd keeps: tenants, keys, sandboxes, the audit chain, migrations),
-// which is why it runs a little past 500 lines; a second store (PostgreSQL) gets its own file.
+// The SQLite store: sandboxes, the audit chain and migrations here; tenants and API keys in SqliteStore.Tenants.cs.
 using System.Globalization;
 using System.Runtime.CompilerServices;
 using System.Text.Json;
@@ -14,7 +13,7 @@ namespace Airlock.Storage;
 /// The embedded store: one SQLite file (<c>airlock.db</c>) in the data directory, WAL journal, numbered migrations
 /// embedded in this assembly. Audit rows are append-only (triggers refuse UPDATE and DELETE).
 /// </summary>
-public sealed class SqliteStore : IStore
+public sealed partial class SqliteStore : IStore, ITenantStore
 {
     public const string FileName = "airlock.db";
 
@@ -114,60 +113,6 @@ public sealed class SqliteStore : IStore
 
             await transaction.CommitAsync(cancellationToken);
         }
-    }
-
-    public async Task<Tenant> CreateTenantAsync(string name, CancellationToken cancellationToken)
-    {
-        var tenant = new Tenant("t_" + Convert.ToHexStringLower(System.Security.Cryptography.RandomNumberGenerator.GetBytes(8)), name, _time.GetUtcNow());
-        await using var connection = await OpenConnectionAsync(cancellationToken);
-        await using var command = connection.CreateCommand();
-        command.CommandText = "INSERT INTO tenants (tenant_id, name, created_at) VALUES ($id, $name, $at)";
-        command.Parameters.AddWithValue("$id", tenant.TenantId);
-        command.Parameters.AddWithValue("$name", tenant.Name);
-        command.Parameters.AddWithValue("$at", Format(tenant.CreatedAt));
-        await command.ExecuteNonQueryAsync(cancellationToken);
-        return tenant;
-    }
-
-    public async Task<IReadOnlyList<Tenant>> ListTenantsAsync(CancellationToken cancellationToken)
-    {
-        await using var connection = await OpenConnectionAsync(cancellationToken);
-        await using var command = connection.CreateCommand();
-        command.CommandText = "SELECT tenant_id, name, created_at FROM tenants ORDER BY created_at, tenant_id";
-        await using var reader = await command.ExecuteReaderAsync(cancellationToken);
-        var tenants = new List<Tenant>();
-        while (await reader.ReadAsync(cancellationToken))
-        {
-            tenants.Add(new Tenant(reader.GetString(0), reader.GetString(1), Parse(reader.GetString(2))));
-        }
-
-        return tenants;
-    }
-
-    public async Task AddApiKeyAsync(ApiKeyRecord key, CancellationToken cancellationToken)
-    {
-        ArgumentNullException.ThrowIfNull(key);
-        await using var connection = await OpenConnectionAsync(cancellationToken);
-        await using var command = connection.CreateCommand();
-        command.CommandText = "INSERT INTO api_keys (key_id, tenant_id, key_hash, name, created_at) VALUES ($id, $tenant, $hash, $name, $at)";
-        command.Parameters.AddWithValue("$id", key.KeyId);
-        command.Parameters.AddWithValue("$tenant", key.TenantId);
-        command.Parameters.AddWithValue("$hash", key.KeyHash);
-        command.Parameters.AddWithValue("$name", key.Name);
-        command.Parameters.AddWithValue("$at", Format(key.CreatedAt));
-        await command.ExecuteNonQueryAsync(cancellationToken);
-    }
-
-    public async Task<ApiKeyRecord?> FindApiKeyByHashAsync(string keyHash, CancellationToken cancellationToken)
-    {
-        await using var connection = await OpenConnectionAsync(cancellationToken);
-        await using var command = connection.CreateCommand();
-        command.CommandText = "SELECT key_id, tenant_id, key_hash, name, created_at FROM api_keys WHERE key_hash = $hash";
-        command.Parameters.AddWithValue("$hash", keyHash);
-        await using var reader = await command.ExecuteReaderAsync(cancellationToken);
-        return await reader.ReadAsync(cancellationToken)
-            ? new ApiKeyRecord(reader.GetString(0), reader.GetString(1), reader.GetString(2), reader.GetString(3), Parse(reader.GetString(4)))
-            : null;
     }
 
     public async Task InsertSandboxAsync(SandboxRecord sandbox, CancellationToken cancellationToken)

@@ -11,4 +11,5 @@ namespace Airlock.Storage;
 [JsonSerializable(typeof(SandboxUsage))]
 [JsonSerializable(typeof(LifecycleSettings))]
 [JsonSerializable(typeof(NetworkPolicy))]
+[JsonSerializable(typeof(Airlock.Core.Storage.TenantQuotas))]
 internal sealed partial class StorageJsonContext : JsonSerializerContext;

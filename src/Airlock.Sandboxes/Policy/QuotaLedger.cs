@@ -1,4 +1,5 @@
 using Airlock.Core.Sandboxes;
+using Airlock.Core.Storage;
 
 namespace Airlock.Sandboxes.Policy;
 
@@ -39,12 +40,44 @@ public sealed class QuotaReservation : IDisposable
 /// <summary>
 /// Per-tenant admission counters: sandboxes, memory and vCPUs held by sandboxes that are starting, running, resuming or
 /// frozen in place. Check and reserve happen under one lock, so concurrent creates cannot all pass a check made against
-/// what is merely running (the race the first lifecycle had: 12 creates of 2 vCPUs all admitted against 8).
+/// what is merely running (the race the first lifecycle had: 12 creates of 2 vCPUs all admitted against 8). The limits
+/// are the server's per-tenant defaults, overridden field by field by a tenant's own stored quotas.
 /// </summary>
 public sealed class QuotaLedger(int maxSandboxes, int maxMemoryMiB, int maxVCpus)
 {
     private readonly Lock _lock = new();
     private readonly Dictionary<string, (int Count, int MemoryMiB, int VCpus)> _tenants = new(StringComparer.Ordinal);
+    private readonly Dictionary<string, TenantQuotas> _overrides = new(StringComparer.Ordinal);
+
+    /// <summary>Sets (or, with null, clears) a tenant's own quotas; later admissions use them, sandboxes already in are kept.</summary>
+    public void SetTenantQuotas(string tenantId, TenantQuotas? quotas)
+    {
+        lock (_lock)
+        {
+            if (quotas is null || quotas == TenantQuotas.None)
+            {
+                _overrides.Remove(tenantId);
+            }
+            else
+            {
+                _overrides[tenantId] = quotas;
+            }
+        }
+    }
+
+    /// <summary>The limits that apply to a tenant now: its own quotas over the server's defaults.</summary>
+    public (int MaxSandboxes, int MaxMemoryMiB, int MaxVCpus) LimitsOf(string tenantId)
+    {
+        lock (_lock)
+        {
+            return LimitsOfLocked(tenantId);
+        }
+    }
+
+    private (int MaxSandboxes, int MaxMemoryMiB, int MaxVCpus) LimitsOfLocked(string tenantId) =>
+        _overrides.TryGetValue(tenantId, out var own)
+            ? (own.MaxSandboxes ?? maxSandboxes, own.MaxMemoryMiB ?? maxMemoryMiB, own.MaxVCpus ?? maxVCpus)
+            : (maxSandboxes, maxMemoryMiB, maxVCpus);
 
     /// <summary>Reserves room for one sandbox or throws <see cref="SandboxException"/> (quota) with what is in use.</summary>
     public QuotaReservation Reserve(string tenantId, string sandboxId, SandboxLimits limits, bool force = false)
@@ -55,19 +88,20 @@ public sealed class QuotaLedger(int maxSandboxes, int maxMemoryMiB, int maxVCpus
             var used = _tenants.GetValueOrDefault(tenantId);
             if (!force)
             {
-                if (used.Count + 1 > maxSandboxes)
+                var (maxCount, maxMemory, maxCpus) = LimitsOfLocked(tenantId);
+                if (used.Count + 1 > maxCount)
                 {
-                    throw SandboxException.Quota("quota_exceeded", $"Tenant already runs or starts {used.Count} sandboxes (limit {maxSandboxes}).");
+                    throw SandboxException.Quota("quota_exceeded", $"Tenant already runs or starts {used.Count} sandboxes (limit {maxCount}).");
                 }
 
-                if (used.MemoryMiB + limits.MemoryMiB > maxMemoryMiB)
+                if (used.MemoryMiB + limits.MemoryMiB > maxMemory)
                 {
-                    throw SandboxException.Quota("memory_quota_exceeded", $"Tenant's sandboxes reserve {used.MemoryMiB} MiB; {limits.MemoryMiB} more would pass the tenant quota of {maxMemoryMiB} MiB.");
+                    throw SandboxException.Quota("memory_quota_exceeded", $"Tenant's sandboxes reserve {used.MemoryMiB} MiB; {limits.MemoryMiB} more would pass the tenant quota of {maxMemory} MiB.");
                 }
 
-                if (used.VCpus + limits.VCpus > maxVCpus)
+                if (used.VCpus + limits.VCpus > maxCpus)
                 {
-                    throw SandboxException.Quota("cpu_quota_exceeded", $"Tenant's sandboxes reserve {used.VCpus} vCPUs; {limits.VCpus} more would pass the tenant quota of {maxVCpus}.");
+                    throw SandboxException.Quota("cpu_quota_exceeded", $"Tenant's sandboxes reserve {used.VCpus} vCPUs; {limits.VCpus} more would pass the tenant quota of {maxCpus}.");
                 }
             }
 

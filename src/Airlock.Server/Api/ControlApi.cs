@@ -180,7 +180,7 @@ internal static class ControlApi
     private static async Task<IResult> GetAsync(HttpContext context, string sandboxID, SandboxLifecycle lifecycle, AirlockServerOptions options)
     {
         var record = await lifecycle.GetAsync(Tenant(context), sandboxID, context.RequestAborted);
-        return Results.Json(WireMapping.ToDetail(record, options, includeToken: true), ApiJsonContext.Default.SandboxDetail);
+        return Results.Json(WireMapping.ToDetail(record, options, includeToken: !Auth.AuthenticationStep.HidesAccessToken(context)), ApiJsonContext.Default.SandboxDetail);
     }
 
     private static async Task<IResult> KillAsync(HttpContext context, string sandboxID, SandboxLifecycle lifecycle)

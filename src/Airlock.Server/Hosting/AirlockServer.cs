@@ -91,7 +91,7 @@ public static class AirlockServer
         await store.MigrateAsync(cancellationToken);
         services.AddSingleton<IStore>(_ => store); // factory registration: the container disposes it on shutdown
         services.AddSingleton<AuditChain>(sp => new AuditChain(sp.GetRequiredService<IStore>(), sp.GetRequiredService<TimeProvider>()));
-        services.AddSingleton<IAuditLog>(sp => sp.GetRequiredService<AuditChain>());
+        services.AddSingleton<IAuditLog>(sp => new CallerAuditLog(sp.GetRequiredService<AuditChain>()));
         services.AddSingleton<INetworkManager>(sp => NewNetworkManager(options, sp.GetRequiredService<ILogger<Airlock.Networking.NetnsNetworkManager>>()));
         services.AddSingleton<IEnumerable<ISandboxDriver>>(sp => CreateDrivers(options, sp.GetRequiredService<INetworkManager>(), sp.GetRequiredService<ILoggerFactory>()).ToList());
         var templatesDir = options.TemplatesDir ?? Environment.GetEnvironmentVariable("AIRLOCK_TEMPLATES_DIR") ?? Path.Combine(options.DataDir, "templates");
@@ -115,6 +115,7 @@ public static class AirlockServer
             sp.GetRequiredService<ILoggerFactory>()));
         services.AddSingleton<EnvdGateway>();
         services.AddSingleton<ApiKeyAuthenticator>();
+        AdminApi.AddServices(services);
         services.AddHostedService<SandboxLifecycleService>();
         services.AddHttpForwarder();
         services.AddOpenApi("v1", o => o.AddDocumentTransformer((doc, _, _) =>
@@ -129,12 +130,14 @@ public static class AirlockServer
 
         var app = builder.Build();
         await BootstrapAsync(app.Services, options, onBootstrapKey, cancellationToken);
+        await AdminApi.LoadQuotasAsync(app.Services, cancellationToken);
 
         app.Use(HandleErrorsAsync);
         app.Use(RouteEnvdAsync);
-        app.Use(AuthenticateAsync);
+        app.Use(AuthenticationStep.ControlAsync);
         app.MapOpenApi("/openapi/{documentName}.json");
         ControlApi.Map(app);
+        AdminApi.Map(app);
         return app;
     }
 
@@ -174,7 +177,7 @@ public static class AirlockServer
         var tenant = await store.CreateTenantAsync("default", cancellationToken);
         var key = ApiKeys.NewApiKey();
         var keyId = ApiKeys.NewId();
-        await store.AddApiKeyAsync(new ApiKeyRecord(keyId, tenant.TenantId, ApiKeys.Hash(key), "bootstrap", time.GetUtcNow()), cancellationToken);
+        await store.AddApiKeyAsync(new ApiKeyRecord(keyId, tenant.TenantId, ApiKeys.Hash(key), "bootstrap", time.GetUtcNow()) { Scope = ApiKeyScope.Admin }, cancellationToken);
         if (OperatingSystem.IsWindows())
         {
             throw new PlatformNotSupportedException("airlockd runs on Linux");
@@ -189,7 +192,7 @@ public static class AirlockServer
 
         File.SetUnixFileMode(path, UnixFileMode.UserRead | UnixFileMode.UserWrite);
         await services.GetRequiredService<IAuditLog>().AppendAsync(
-            new AuditEntry(AuditKinds.ApiKeyCreated, tenant.TenantId, null, AuditJson.Object(("keyId", keyId), ("tenantId", tenant.TenantId), ("name", "bootstrap"))), cancellationToken);
+            new AuditEntry(AuditKinds.ApiKeyCreated, tenant.TenantId, null, AuditJson.Object(("keyId", keyId), ("tenantId", tenant.TenantId), ("name", "bootstrap"), ("scope", "admin"))), cancellationToken);
         ServerLog.BootstrapKey(services.GetRequiredService<ILoggerFactory>().CreateLogger("Airlock.Server"), path);
         onBootstrapKey?.Invoke(key);
     }
@@ -244,6 +247,11 @@ public static class AirlockServer
         var options = context.RequestServices.GetRequiredService<AirlockServerOptions>();
         if (EnvdGateway.TryMatch(context.Request, options.Domain, out var sandboxId, out var port))
         {
+            if (await AuthenticationStep.DeniedEnvdAsync(context))
+            {
+                return;
+            }
+
             await context.RequestServices.GetRequiredService<EnvdGateway>().HandleAsync(context, sandboxId, port);
             return;
         }
@@ -254,26 +262,6 @@ public static class AirlockServer
             return;
         }
 
-        await next();
-    }
-
-    private static async Task AuthenticateAsync(HttpContext context, Func<Task> next)
-    {
-        var path = context.Request.Path;
-        if (path == "/health" || path.StartsWithSegments("/openapi"))
-        {
-            await next();
-            return;
-        }
-
-        var tenant = await context.RequestServices.GetRequiredService<ApiKeyAuthenticator>().AuthenticateAsync(context.Request, context.RequestAborted);
-        if (tenant is null)
-        {
-            await ApiProblem.WriteAsync(context, 401, "unauthorized", "Missing or invalid API key (send it as X-API-Key).");
-            return;
-        }
-
-        context.Items[ControlApi.TenantItem] = tenant;
         await next();
     }
 }
