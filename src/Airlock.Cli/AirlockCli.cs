@@ -61,6 +61,8 @@ internal static class AirlockCli
             SandboxCommands.Build(console, globals),
             AuditCommands.Build(console),
             UsageCommands.Build(console, globals),
+            TenantCommands.Build(console, globals),
+            KeyCommands.Build(console, globals),
         };
         return root;
     }

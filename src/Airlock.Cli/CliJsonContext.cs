@@ -20,6 +20,10 @@ internal sealed record CopyOutput(string Direction, string SandboxId, string Sou
 [JsonSerializable(typeof(AuditVerifyOutput))]
 [JsonSerializable(typeof(CopyOutput))]
 [JsonSerializable(typeof(UsageReport))]
+[JsonSerializable(typeof(TenantInfo))]
+[JsonSerializable(typeof(List<TenantInfo>))]
+[JsonSerializable(typeof(ApiKeyIssued))]
+[JsonSerializable(typeof(List<ApiKeyInfo>))]
 internal sealed partial class CliJsonContext : JsonSerializerContext;
 
 /// <summary>One audit record per line (JSON lines) for <c>audit tail --json</c>.</summary>

@@ -19,7 +19,7 @@ namespace Airlock.Sdk;
 /// var result = await sandbox.ExecAsync("echo hello");
 /// </code>
 /// </example>
-public sealed class AirlockClient : IDisposable
+public sealed partial class AirlockClient : IDisposable
 {
     private readonly HttpClient _http;
     private readonly bool _ownsHttp;
