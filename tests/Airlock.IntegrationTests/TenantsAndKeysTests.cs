@@ -90,6 +90,29 @@ public sealed class TenantsAndKeysTests(HostFixture fixture) : IClassFixture<Hos
         }
     }
 
+    [Fact(Timeout = 60_000)]
+    public async Task A_timeout_that_fires_after_the_request_is_airlockds_own_doing_and_names_no_key()
+    {
+        var sandbox = await Host.CreateSandboxAsync(LowRisk with { Timeout = 1 });
+        var deadline = DateTimeOffset.UtcNow.AddSeconds(30);
+        JsonNode[] records = [];
+        while (DateTimeOffset.UtcNow < deadline)
+        {
+            records = (await Host.Http.GetStringAsync("/audit")).Split('\n', StringSplitOptions.RemoveEmptyEntries).Select(l => JsonNode.Parse(l)!)
+                .Where(r => (string?)r["sandboxId"] == sandbox.SandboxId).ToArray();
+            if (records.Any(r => (string?)r["kind"] == "sandbox.timeout"))
+            {
+                break;
+            }
+
+            await Task.Delay(200);
+        }
+
+        JsonNode Data(string kind) => JsonNode.Parse((string)records.Single(r => (string?)r["kind"] == kind)["data"]!)!;
+        Assert.NotNull(Data("sandbox.create")["actor"]);
+        Assert.Null(Data("sandbox.timeout")["actor"]);
+    }
+
     [Fact(Timeout = 120_000)]
     public async Task A_read_only_key_reads_but_gets_403_on_create_kill_and_envd_writes_and_never_sees_an_access_token()
     {

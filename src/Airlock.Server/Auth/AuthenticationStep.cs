@@ -32,8 +32,10 @@ internal static class AuthenticationStep
 
         context.Items[ControlApi.TenantItem] = caller.TenantId;
         caller.AttachTo(context);
-        ApiCaller.Current = caller;
-        await next();
+        using (ApiCaller.Enter(caller))
+        {
+            await next();
+        }
     }
 
     /// <summary>
