@@ -160,4 +160,25 @@ public sealed class QuotaTests
         var next = await h.CreateAsync();
         Assert.Equal(SandboxState.Running, next.Record.State);
     }
+
+    [Fact(Timeout = 10_000)]
+    public void A_tenants_own_quotas_override_the_server_defaults_field_by_field_and_only_for_that_tenant()
+    {
+        var ledger = new Policy.QuotaLedger(maxSandboxes: 3, maxMemoryMiB: 4096, maxVCpus: 8);
+        var small = new SandboxLimits { MemoryMiB = 512, VCpus = 1 };
+        ledger.SetTenantQuotas("t_tiny", new Core.Storage.TenantQuotas { MaxSandboxes = 1 });
+        Assert.Equal((1, 4096, 8), ledger.LimitsOf("t_tiny"));
+        Assert.Equal((3, 4096, 8), ledger.LimitsOf("t_other"));
+
+        using var first = ledger.Reserve("t_tiny", "a", small);
+        var refused = Assert.Throws<SandboxException>(() => ledger.Reserve("t_tiny", "b", small));
+        Assert.Equal(SandboxErrorKind.QuotaExceeded, refused.Kind);
+        Assert.Contains("limit 1", refused.Message);
+        using var other = ledger.Reserve("t_other", "c", small);
+        using var another = ledger.Reserve("t_other", "d", small);
+
+        ledger.SetTenantQuotas("t_tiny", null);
+        using var second = ledger.Reserve("t_tiny", "b", small);
+        Assert.Equal(2, ledger.InUse("t_tiny").Count);
+    }
 }
