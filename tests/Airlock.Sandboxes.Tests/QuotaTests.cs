@@ -162,7 +162,7 @@ public sealed class QuotaTests
     }
 
     [Fact(Timeout = 10_000)]
-    public void A_tenants_own_quotas_override_the_server_defaults_field_by_field_and_only_for_that_tenant()
+    public Task A_tenants_own_quotas_override_the_server_defaults_field_by_field_and_only_for_that_tenant()
     {
         var ledger = new Policy.QuotaLedger(maxSandboxes: 3, maxMemoryMiB: 4096, maxVCpus: 8);
         var small = new SandboxLimits { MemoryMiB = 512, VCpus = 1 };
@@ -180,5 +180,6 @@ public sealed class QuotaTests
         ledger.SetTenantQuotas("t_tiny", null);
         using var second = ledger.Reserve("t_tiny", "b", small);
         Assert.Equal(2, ledger.InUse("t_tiny").Count);
+        return Task.CompletedTask;
     }
 }
