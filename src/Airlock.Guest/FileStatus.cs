@@ -6,7 +6,7 @@ using Microsoft.Win32.SafeHandles;
 namespace Airlock.Guest;
 
 /// <summary>The fields of <c>struct stat</c> the agent reads (owner, mode and type are not in .NET's API).</summary>
-internal readonly record struct FileStatus(uint Mode, uint Uid, uint Gid, long Size, long MtimeSeconds, long MtimeNanoseconds)
+internal readonly record struct FileStatus(uint Mode, uint Uid, uint Gid, ulong Rdev, long Size, long MtimeSeconds, long MtimeNanoseconds)
 {
     public const uint TypeMask = 0xF000;
     public const uint Fifo = 0x1000;
@@ -80,9 +80,10 @@ internal readonly record struct FileStatus(uint Mode, uint Uid, uint Gid, long S
         var mode = BinaryPrimitives.ReadUInt32LittleEndian(span[(arm ? 16 : 24)..]);
         var uid = BinaryPrimitives.ReadUInt32LittleEndian(span[(arm ? 24 : 28)..]);
         var gid = BinaryPrimitives.ReadUInt32LittleEndian(span[(arm ? 28 : 32)..]);
+        var rdev = BinaryPrimitives.ReadUInt64LittleEndian(span[(arm ? 32 : 40)..]);
         var size = BinaryPrimitives.ReadInt64LittleEndian(span[48..]);
         var seconds = BinaryPrimitives.ReadInt64LittleEndian(span[88..]);
         var nanos = BinaryPrimitives.ReadInt64LittleEndian(span[96..]);
-        return new FileStatus(mode, uid, gid, size, seconds, nanos);
+        return new FileStatus(mode, uid, gid, rdev, size, seconds, nanos);
     }
 }

@@ -7,7 +7,7 @@ namespace Airlock.Guest;
 internal static partial class NativeMethods
 {
     /// <summary><c>open(2)</c> flags of <see cref="RegularFile.Open"/> (x86_64 and arm64 share these values).</summary>
-    internal const int ORdOnly = 0, ONoctty = 0x100, ONonblock = 0x800, OCloexec = 0x80000;
+    internal const int ORdOnly = 0, OWrOnly = 1, ONoctty = 0x100, ONonblock = 0x800, OCloexec = 0x80000;
 
     /// <summary>https://man7.org/linux/man-pages/man2/stat.2.html — follows symlinks; fills a <c>struct stat</c>.</summary>
     [LibraryImport("libc", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
