@@ -87,7 +87,7 @@ public sealed class SpecialFileTests(AgentFixture agent) : IClassFixture<AgentFi
         clock.Restart();
         var (status, body, _) = await GetAsync(normal, TimeSpan.FromSeconds(10));
         Assert.Equal((HttpStatusCode.OK, "still here"), (status, body));
-        Assert.True(command < TimeSpan.FromSeconds(3) && clock.Elapsed < TimeSpan.FromSeconds(3), $"command took {command}, file read took {clock.Elapsed}");
+        Assert.True(command < TimeSpan.FromSeconds(5) && clock.Elapsed < TimeSpan.FromSeconds(5), $"command took {command}, file read took {clock.Elapsed}");
         var threadsAfter = AgentThreads();
         Assert.True(threadsAfter <= threadsBefore + 16, $"the agent went from {threadsBefore} to {threadsAfter} threads");
     }
