@@ -47,12 +47,12 @@ internal sealed partial class AgentService(AgentState state, ILogger<AgentServic
             {
                 var name = Encoding.ASCII.GetBytes(request.Hostname);
                 Check(NativeMethods.sethostname(name, (nuint)name.Length), "sethostname");
-                TryWrite("/etc/hostname", request.Hostname + "\n");
+                TryWrite("/etc/hostname", request.Hostname + "\n", 0x1A4); // 0644
             }
 
             if (request.MachineId.Length > 0)
             {
-                TryWrite("/etc/machine-id", request.MachineId + "\n");
+                TryWrite("/etc/machine-id", request.MachineId + "\n", 0x124); // 0444, as systemd makes it
             }
 
             if (!request.Entropy.IsEmpty)
@@ -70,30 +70,57 @@ internal sealed partial class AgentService(AgentState state, ILogger<AgentServic
         return new SetIdentityResponse { Kernel = File.ReadAllText("/proc/sys/kernel/osrelease").Trim(), Hostname = System.Net.Dns.GetHostName() };
     }
 
-    private void TryWrite(string path, string content)
+    /// <summary>
+    /// Writes an identity file through a temporary sibling renamed into place: whatever code running as root in the
+    /// guest left at the path (a FIFO would hold an open for writing until a reader came) is replaced, never opened.
+    /// </summary>
+    private void TryWrite(string path, string content, uint mode)
     {
+        var temporary = $"{path}.airlock-{Guid.NewGuid():N}";
         try
         {
-            File.WriteAllText(path, content);
+            using (var file = new FileStream(temporary, FileMode.CreateNew, FileAccess.Write, FileShare.None, 1))
+            {
+                NativeMethods.fchmod(file.SafeFileHandle, mode);
+                file.Write(Encoding.UTF8.GetBytes(content));
+            }
+
+            File.Move(temporary, path, overwrite: true);
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {
             IdentityFileFailed(logger, path, e.Message);
+            File.Delete(temporary);
         }
     }
 
-    /// <summary>Credits the bytes to the kernel's pool (RNDADDENTROPY), so the guest's random numbers diverge from its clones'.</summary>
+    /// <summary>
+    /// Credits the bytes to the kernel's pool (RNDADDENTROPY), so the guest's random numbers diverge from its clones'.
+    /// The device is opened without waiting (a FIFO put in its place would block) and must be the kernel's urandom
+    /// (character device 1:9); anything else is an error, as clones must not share their random state silently.
+    /// </summary>
     private static unsafe void AddEntropy(ReadOnlySpan<byte> entropy)
     {
         const uint RndAddEntropy = 0x40085203;
+        const ulong Urandom = 0x109; // makedev(1, 9)
         var buffer = new byte[8 + entropy.Length];
         BitConverter.TryWriteBytes(buffer.AsSpan(0, 4), entropy.Length * 8);
         BitConverter.TryWriteBytes(buffer.AsSpan(4, 4), entropy.Length);
         entropy.CopyTo(buffer.AsSpan(8));
-        using var random = File.Open("/dev/urandom", FileMode.Open, FileAccess.Write);
+        using var random = NativeMethods.open("/dev/urandom", NativeMethods.OWrOnly | NativeMethods.ONonblock | NativeMethods.ONoctty | NativeMethods.OCloexec);
+        if (random.IsInvalid)
+        {
+            Check(-1, "open(/dev/urandom)");
+        }
+
+        if (FileStatus.Fstat(random, "/dev/urandom") is not { Type: FileStatus.CharacterDevice, Rdev: Urandom })
+        {
+            throw new ConnectException(ConnectCodes.FailedPrecondition, "/dev/urandom is not the kernel's random device (1:9)");
+        }
+
         fixed (byte* pointer = buffer)
         {
-            Check(NativeMethods.ioctl((int)random.SafeFileHandle.DangerousGetHandle(), RndAddEntropy, pointer), "ioctl(RNDADDENTROPY)");
+            Check(NativeMethods.ioctl(random, RndAddEntropy, pointer), "ioctl(RNDADDENTROPY)");
         }
     }
 

@@ -8,9 +8,12 @@ using Microsoft.Net.Http.Headers;
 namespace Airlock.Guest;
 
 /// <summary>envd's plain-HTTP file endpoints: <c>GET /files</c> (download) and <c>POST /files</c> (upload).</summary>
-internal sealed class FileTransfer(AgentOptions options, Users users, Entries entries, FilesystemService filesystem)
+internal sealed class FileTransfer(AgentOptions options, Users users, FilesystemService filesystem)
 {
     private const string TemporaryMarker = ".airlock-";
+
+    /// <summary>Bytes read and written per step of a download.</summary>
+    private const int ChunkSize = 64 * 1024;
 
     public async Task DownloadAsync(HttpContext context)
     {
@@ -18,41 +21,84 @@ internal sealed class FileTransfer(AgentOptions options, Users users, Entries en
         {
             var user = ResolveUser(context);
             var path = Paths.Resolve(context.Request.Query["path"].ToString(), user);
-            // Opened as the user, so its permissions decide; the open handle is then read on any thread.
+            // Opened as the user, so its permissions decide; the open handle is then read on any thread. Anything but
+            // a regular file (a FIFO, socket or device, a symlink to one) is refused without waiting on it.
             var file = FilesystemService.Guard(() => users.As(user, () =>
             {
-                if (Directory.Exists(path))
-                {
-                    throw new ConnectException(ConnectCodes.InvalidArgument, $"'{path}' is a directory");
-                }
-
                 try
                 {
-                    return new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.ReadWrite, 1, FileOptions.Asynchronous | FileOptions.SequentialScan);
-                }
-                catch (Exception e) when (e is FileNotFoundException or DirectoryNotFoundException)
-                {
-                    throw new ConnectException(ConnectCodes.NotFound, $"'{path}' does not exist");
+                    return RegularFile.Open(path);
                 }
                 catch (UnauthorizedAccessException)
                 {
                     throw new ConnectException(ConnectCodes.PermissionDenied, $"user '{user.Name}' may not read '{path}'");
                 }
             }));
-            await using (file)
+            using (file)
             {
-                context.Response.StatusCode = StatusCodes.Status200OK;
-                context.Response.ContentType = "application/octet-stream";
-                context.Response.ContentLength = file.Length;
-                var disposition = new ContentDispositionHeaderValue("attachment");
-                disposition.SetHttpFileName(Path.GetFileName(path));
-                context.Response.Headers[HeaderNames.ContentDisposition] = disposition.ToString();
-                await file.CopyToAsync(context.Response.Body, 81920, context.RequestAborted);
+                await SendAsync(context, file);
             }
         }
         catch (ConnectException e)
         {
             await WriteErrorAsync(context, e);
+        }
+    }
+
+    /// <summary>
+    /// Sends a file: the first chunk is read before anything is sent, so a file that cannot be read is still a clean
+    /// error and a pseudo-file that fits in it gets its exact length. A file of known length sends exactly that many
+    /// bytes (one that shrank meanwhile aborts the response: a short body is never passed off as the whole file); one
+    /// of unknown length is streamed without a Content-Length, and one past <see cref="RegularFile.PseudoFileLimit"/>
+    /// aborts the response. The client going away (or Kestrel's minimum response rate) ends the copy between chunks.
+    /// </summary>
+    private static async Task SendAsync(HttpContext context, RegularFile file)
+    {
+        var cancellationToken = context.RequestAborted;
+        var limit = file.Length ?? RegularFile.PseudoFileLimit + 1L;
+        var buffer = ArrayPool<byte>.Shared.Rent(ChunkSize);
+        try
+        {
+            int count;
+            try
+            {
+                count = file.Fill(buffer.AsSpan(0, (int)Math.Min(ChunkSize, limit)));
+            }
+            catch (IOException e)
+            {
+                throw new ConnectException(ConnectCodes.FailedPrecondition, e.Message);
+            }
+
+            context.Response.StatusCode = StatusCodes.Status200OK;
+            context.Response.ContentType = "application/octet-stream";
+            context.Response.ContentLength = file.Length ?? (count < ChunkSize ? count : null);
+            var disposition = new ContentDispositionHeaderValue("attachment");
+            disposition.SetHttpFileName(Path.GetFileName(file.Path));
+            context.Response.Headers[HeaderNames.ContentDisposition] = disposition.ToString();
+            var sent = 0L;
+            try
+            {
+                while (count > 0)
+                {
+                    await context.Response.Body.WriteAsync(buffer.AsMemory(0, count), cancellationToken);
+                    sent += count;
+                    count = sent < limit ? file.Fill(buffer.AsSpan(0, (int)Math.Min(ChunkSize, limit - sent))) : 0;
+                }
+            }
+            catch (IOException) when (!cancellationToken.IsCancellationRequested)
+            {
+                context.Abort(); // a read failed after the headers went out
+                return;
+            }
+
+            if (sent != (file.Length ?? sent) || sent > RegularFile.PseudoFileLimit)
+            {
+                context.Abort();
+            }
+        }
+        finally
+        {
+            ArrayPool<byte>.Shared.Return(buffer);
         }
     }
 
@@ -175,9 +221,14 @@ internal sealed class FileTransfer(AgentOptions options, Users users, Entries en
         var temporary = Path.Combine(directory, $".{Path.GetFileName(path)}{TemporaryMarker}{Guid.NewGuid():N}");
         var file = FilesystemService.Guard(() => users.As(user, () =>
         {
-            if (entries.IsDirectory(path))
+            // What is at the path is replaced by a rename, never opened, so nothing here can block; a FIFO, socket or
+            // device is refused anyway, as sandbox code may be waiting on it.
+            switch (FileStatus.Lstat(path))
             {
-                throw new ConnectException(ConnectCodes.InvalidArgument, $"'{path}' is a directory");
+                case { Type: FileStatus.Directory }:
+                    throw new ConnectException(ConnectCodes.InvalidArgument, $"'{path}' is a directory");
+                case { SpecialKind: { } kind }:
+                    throw new ConnectException(ConnectCodes.FailedPrecondition, $"'{path}' is {kind}; the file API reads and writes only regular files");
             }
 
             try

@@ -16,7 +16,7 @@ internal sealed class FilesystemService(AgentOptions options, Users users, Entri
             "Stat" => Unary(context, StatRequest.Parser, (r, user) => new StatResponse { Entry = entries.Describe(Paths.Resolve(r.Path, user)) }),
             "ListDir" => Unary(context, ListDirRequest.Parser, ListDir),
             "MakeDir" => Unary(context, MakeDirRequest.Parser, MakeDir),
-            "Move" => Unary(context, MoveRequest.Parser, Move),
+            "Move" => Unary(context, MoveRequest.Parser, (r, user) => Move(r, user, context.RequestAborted)),
             "Remove" => Unary(context, RemoveRequest.Parser, Remove),
             _ => ConnectRpc.WriteErrorAsync(context, new ConnectException(ConnectCodes.NotFound, $"filesystem.Filesystem has no method '{method}'")),
         };
@@ -147,7 +147,7 @@ internal sealed class FilesystemService(AgentOptions options, Users users, Entri
         }
     }
 
-    private MoveResponse Move(MoveRequest request, UserAccount user)
+    private MoveResponse Move(MoveRequest request, UserAccount user, CancellationToken cancellationToken)
     {
         var source = Paths.Resolve(request.Source, user);
         var destination = Paths.Resolve(request.Destination, user);
@@ -166,7 +166,7 @@ internal sealed class FilesystemService(AgentOptions options, Users users, Entri
             CreateDirectories(parent);
         }
 
-        Rename(source, destination, entries.IsDirectory(source));
+        Rename(source, destination, entries.IsDirectory(source), cancellationToken);
         return new MoveResponse { Entry = entries.Describe(destination) };
     }
 
@@ -175,7 +175,7 @@ internal sealed class FilesystemService(AgentOptions options, Users users, Entri
     /// and unlinks, and when the link is refused it copies and then deletes, leaving the copy behind when the delete
     /// is refused too (a user moving a file out of a directory it may not write).
     /// </summary>
-    private static void Rename(string source, string destination, bool isDirectory)
+    private static void Rename(string source, string destination, bool isDirectory, CancellationToken cancellationToken)
     {
         const int AtFdCwd = -100;
         const uint RenameNoReplace = 1;
@@ -194,7 +194,7 @@ internal sealed class FilesystemService(AgentOptions options, Users users, Entri
         if (errno == Errno.EXDEV && !isDirectory)
         {
             // Another file system: copy, then delete the source, and take the copy back if the source must stay.
-            File.Copy(source, destination, overwrite: false);
+            CopyAcross(source, destination, cancellationToken);
             try
             {
                 File.Delete(source);
@@ -215,6 +215,53 @@ internal sealed class FilesystemService(AgentOptions options, Users users, Entri
             Errno.EPERM or Errno.EACCES => new UnauthorizedAccessException($"Access to the path '{source}' or '{destination}' is denied."),
             _ => new IOException($"cannot move '{source}' to '{destination}': {Marshal.GetPInvokeErrorMessage(errno)}", errno),
         };
+    }
+
+    /// <summary>
+    /// The copy of a move across file systems. Not <c>File.Copy</c>: it opens the source however it is, and a FIFO
+    /// there blocks the agent until something writes to it. A symlink is copied as a symlink, a regular file through
+    /// <see cref="RegularFile"/> (a FIFO, socket or device is refused, as is a pseudo-file); the copy stops when the
+    /// caller goes away.
+    /// </summary>
+    private static void CopyAcross(string source, string destination, CancellationToken cancellationToken)
+    {
+        if (FileStatus.Lstat(source) is { Type: FileStatus.Symlink })
+        {
+            File.CreateSymbolicLink(destination, new FileInfo(source).LinkTarget ?? throw new ConnectException(ConnectCodes.NotFound, $"'{source}' does not exist"));
+            return;
+        }
+
+        using var file = RegularFile.Open(source);
+        if (file.Length is null && file.Fill(stackalloc byte[1]) != 0)
+        {
+            throw new ConnectException(ConnectCodes.FailedPrecondition, $"'{source}' is a kernel pseudo-file; it cannot be moved");
+        }
+
+        // CreateNew: a destination that appeared meanwhile is not overwritten (and not ours to delete).
+        var target = new FileStream(destination, FileMode.CreateNew, FileAccess.Write, FileShare.None, 1);
+        var buffer = System.Buffers.ArrayPool<byte>.Shared.Rent(64 * 1024);
+        try
+        {
+            using (target)
+            {
+                NativeMethods.fchmod(target.SafeFileHandle, file.Permissions & 0x1FF); // as File.Copy keeps the mode
+                int read;
+                while ((read = file.Read(buffer)) > 0)
+                {
+                    cancellationToken.ThrowIfCancellationRequested();
+                    target.Write(buffer, 0, read);
+                }
+            }
+        }
+        catch
+        {
+            File.Delete(destination);
+            throw;
+        }
+        finally
+        {
+            System.Buffers.ArrayPool<byte>.Shared.Return(buffer);
+        }
     }
 
     private RemoveResponse Remove(RemoveRequest request, UserAccount user)

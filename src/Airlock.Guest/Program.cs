@@ -34,6 +34,11 @@ builder.Logging.AddFilter("Microsoft.AspNetCore", LogLevel.Warning);
 builder.WebHost.ConfigureKestrel(kestrel =>
 {
     kestrel.AddServerHeader = false;
+    // Connections are cheap for Kestrel but each is a descriptor the agent shares with the commands it starts: a
+    // client that opens connections without end is refused past this many instead of starving process starts. Stalled
+    // clients are already bounded by Kestrel's defaults: request headers within 30 s, bodies and responses at least
+    // 240 bytes/s after a 5 s grace (a download nobody reads is aborted), idle keep-alives closed after 130 s.
+    kestrel.Limits.MaxConcurrentConnections = 1024;
     kestrel.Listen(options.Listen, listen => listen.Protocols = HttpProtocols.Http1);
 });
 builder.Services.AddSingleton(options);
