@@ -78,7 +78,7 @@ public static class AirlockServer
         var builder = WebApplication.CreateSlimBuilder();
         builder.WebHost.UseUrls(options.Listen);
         builder.WebHost.ConfigureKestrel(k => k.Limits.MaxRequestBodySize = options.MaxUploadBytes);
-        builder.Logging.AddSimpleConsole(o => { o.SingleLine = true; o.TimestampFormat = "HH:mm:ss.fff "; });
+        ServerLogging.Configure(builder.Logging, options);
         builder.Services.Configure<HostOptions>(h => h.ShutdownTimeout = TimeSpan.FromSeconds(30));
 
         var services = builder.Services;
@@ -130,6 +130,7 @@ public static class AirlockServer
         var app = builder.Build();
         await BootstrapAsync(app.Services, options, onBootstrapKey, cancellationToken);
 
+        app.Use(ServerLogging.LogRequestsAsync);
         app.Use(HandleErrorsAsync);
         app.Use(RouteEnvdAsync);
         app.Use(AuthenticateAsync);
@@ -244,12 +245,14 @@ public static class AirlockServer
         var options = context.RequestServices.GetRequiredService<AirlockServerOptions>();
         if (EnvdGateway.TryMatch(context.Request, options.Domain, out var sandboxId, out var port))
         {
+            context.Items[ServerLogging.EnvdItem] = true;
             await context.RequestServices.GetRequiredService<EnvdGateway>().HandleAsync(context, sandboxId, port);
             return;
         }
 
         if (EnvdGateway.TryMatchSigned(context.Request, context.RequestServices.GetRequiredService<SandboxLifecycle>(), out var signer))
         {
+            context.Items[ServerLogging.EnvdItem] = true;
             await context.RequestServices.GetRequiredService<EnvdGateway>().HandleAsync(context, signer, Airlock.Envd.EnvdProtocol.Port);
             return;
         }
