@@ -131,12 +131,22 @@ internal static class ServerCommands
         return command;
     }
 
+    /// <summary>
+    /// The bootstrap key goes to a person at a terminal only: stdout is airlockd's log stream (journald, a collector),
+    /// where a key would outlive its purpose. Elsewhere only the path of the owner-only file that holds it is named.
+    /// </summary>
     private static void PrintBootstrapKey(CliConsole console, string dataDir, string key)
     {
-        console.Ui.MarkupLine("[yellow]Bootstrap API key (shown once):[/]");
-        console.Out.WriteLine(key);
-        console.ErrorUi.MarkupLine(CultureInfo.InvariantCulture, "It is also in {0} (readable by its owner only); the CLI picks it up from there.",
-            Markup.Escape(Path.Combine(dataDir, "bootstrap-key")));
+        var path = Markup.Escape(Path.Combine(dataDir, "bootstrap-key"));
+        if (Console.IsErrorRedirected)
+        {
+            console.ErrorUi.MarkupLine(CultureInfo.InvariantCulture, "Bootstrap API key written to {0} (readable by its owner only); the CLI picks it up from there.", path);
+            return;
+        }
+
+        console.ErrorUi.MarkupLine("[yellow]Bootstrap API key (shown once):[/]");
+        console.Error.WriteLine(key);
+        console.ErrorUi.MarkupLine(CultureInfo.InvariantCulture, "It is also in {0} (readable by its owner only); the CLI picks it up from there.", path);
     }
 
     private static readonly string[] Levels = ["trace", "debug", "information", "warning", "error", "critical"];

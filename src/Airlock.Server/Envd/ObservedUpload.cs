@@ -73,7 +73,12 @@ internal sealed class ObservedUpload : Stream
 
         if (read == 0)
         {
-            await EndPipeAsync().ConfigureAwait(false);
+            // A zero-byte read (YARP waits for data that way, without holding a buffer) is not the end of the body.
+            if (buffer.Length > 0)
+            {
+                await EndPipeAsync().ConfigureAwait(false);
+            }
+
             return 0;
         }
 
@@ -123,7 +128,8 @@ internal sealed class ObservedUpload : Stream
         }
         catch (Exception ex) when (ex is InvalidDataException or IOException)
         {
-            await pipe.CompleteAsync(ex).ConfigureAwait(false);
+            // Completed without the error: the forwarder's writes must not fail because the observer could not parse.
+            await pipe.CompleteAsync().ConfigureAwait(false);
             return null; // not multipart the parser can read: the whole body is audited instead
         }
     }
