@@ -262,7 +262,14 @@ public sealed class AirlockDaemon : IAsyncDisposable
     /// <summary>Starts <c>airlock serve</c> with <paramref name="arguments"/> on a free loopback port and waits (bounded) until it answers.</summary>
     public static async Task<AirlockDaemon> StartAsync(IEnumerable<string> arguments, CancellationToken cancellationToken = default)
     {
-        var cli = Path.Combine(Repo.Root, "artifacts", "cli", "airlock.dll");
+        // The checkout's published CLI (Repo is not in every project that shares this file, so the root is found here).
+        var root = new DirectoryInfo(AppContext.BaseDirectory);
+        while (root is not null && !File.Exists(Path.Combine(root.FullName, "Airlock.slnx")))
+        {
+            root = root.Parent;
+        }
+
+        var cli = Path.Combine(root?.FullName ?? ".", "artifacts", "cli", "airlock.dll");
         if (!File.Exists(cli))
         {
             throw new InvalidOperationException("publish the CLI first (scripts/build.sh)");
