@@ -38,6 +38,9 @@ public sealed class EdgeTests(EdgeFixture fixture) : IClassFixture<EdgeFixture>
 {
     private const int UploadBytes = 64 << 20;
 
+    /// <summary>The log tests start no sandbox: the other boundaries' start-up probes (a probe boot of a microVM) would only cost time.</summary>
+    private static readonly string[] OnlyProcess = ["--disable-boundary", "microvm", "--disable-boundary", "container"];
+
     private AirlockHost Host => fixture.Host;
 
     [Theory(Timeout = 120_000)]
@@ -152,7 +155,7 @@ public sealed class EdgeTests(EdgeFixture fixture) : IClassFixture<EdgeFixture>
     [Fact(Timeout = 120_000)]
     public async Task At_the_default_levels_200_successful_requests_log_no_request_line_and_a_404_logs_one()
     {
-        await using var daemon = await AirlockDaemon.StartAsync([]);
+        await using var daemon = await AirlockDaemon.StartAsync(OnlyProcess);
         using var http = daemon.NewClient();
         for (var i = 0; i < 200; i++)
         {
@@ -165,17 +168,24 @@ public sealed class EdgeTests(EdgeFixture fixture) : IClassFixture<EdgeFixture>
             Assert.Equal(HttpStatusCode.NotFound, missing.StatusCode);
         }
 
+        using (var forging = await http.GetAsync("/x%0Aforged-line%0D%0A"))
+        {
+            Assert.Equal(HttpStatusCode.NotFound, forging.StatusCode);
+        }
+
         await daemon.StopAsync();
         var stdout = daemon.Stdout;
         Assert.DoesNotContain(stdout, l => l.Contains("/v2/sandboxes", StringComparison.Ordinal));
         Assert.Single(stdout, l => l.Contains("/no-such-route-404", StringComparison.Ordinal) && l.Contains(" 404 ", StringComparison.Ordinal));
+        Assert.DoesNotContain(stdout, l => l.StartsWith("forged-line", StringComparison.Ordinal)); // a decoded %0A does not start a line
+        Assert.Contains(stdout, l => l.Contains("%0Aforged-line", StringComparison.Ordinal));
         Assert.True(stdout.Count < 30, $"{stdout.Count} lines on stdout for 201 requests:\n" + string.Join("\n", stdout));
     }
 
     [Fact(Timeout = 120_000)]
     public async Task With_log_format_json_every_stdout_line_is_a_JSON_object_and_request_log_level_information_logs_each_request()
     {
-        await using var daemon = await AirlockDaemon.StartAsync(["--log-format", "json", "--request-log-level", "information"]);
+        await using var daemon = await AirlockDaemon.StartAsync([.. OnlyProcess, "--log-format", "json", "--request-log-level", "information"]);
         using var http = daemon.NewClient();
         for (var i = 0; i < 5; i++)
         {

@@ -66,8 +66,8 @@ internal static partial class ServerLogging
 
     /// <summary>
     /// One line per request at the level its outcome deserves (5xx error; 4xx or slow warning; else information), so
-    /// the default (warning) keeps failures and drops the routine. The path is logged without its query string, which
-    /// can carry signatures.
+    /// the default (warning) keeps failures and drops the routine. The path is logged escaped (a %0A in it cannot start a
+    /// forged line) and without its query string, which can carry signatures.
     /// </summary>
     public static async Task LogRequestsAsync(HttpContext context, Func<Task> next)
     {
@@ -86,7 +86,7 @@ internal static partial class ServerLogging
             var level = status >= 500 ? LogLevel.Error : status >= 400 || slow ? LogLevel.Warning : LogLevel.Information;
             if (logger.IsEnabled(level))
             {
-                Request(logger, level, context.Request.Method, context.Request.Path.Value ?? "", status, (long)elapsed.TotalMilliseconds,
+                Request(logger, level, context.Request.Method, context.Request.Path.ToUriComponent(), status, (long)elapsed.TotalMilliseconds,
                     envd ? "envd" : "api", context.RequestAborted.IsCancellationRequested ? " (client went away)" : "");
             }
         }
