@@ -34,9 +34,32 @@ internal static class ServerCommands
         var disable = new Option<string[]>("--disable-boundary") { Description = "Turn a boundary off on this node (repeatable): process, container or microvm", AllowMultipleArgumentsPerToken = false };
         disable.AcceptOnlyFromAmong("process", "container", "microvm");
 
+        var logLevel = new Option<string>("--log-level") { Description = "Least level of airlockd's own log: trace, debug, information, warning, error or critical", DefaultValueFactory = _ => LevelName(defaults.LogLevel) };
+        logLevel.AcceptOnlyFromAmong(Levels);
+        var requestLogLevel = new Option<string>("--request-log-level")
+        {
+            Description = "Least level of request lines: information logs every request; warning (default) only 4xx and slow ones; error only 5xx; none turns them off",
+            DefaultValueFactory = _ => LevelName(defaults.RequestLogLevel),
+        };
+        requestLogLevel.AcceptOnlyFromAmong([.. Levels, "none"]);
+        var logFormat = new Option<string>("--log-format") { Description = "Log lines on stdout: text, json (one object per line, for collectors) or systemd (journald priorities)", DefaultValueFactory = _ => defaults.LogFormat };
+        logFormat.AcceptOnlyFromAmong("text", "json", "systemd");
+        var transfers = new Option<int>("--max-file-transfers") { Description = "File transfers (GET/POST /files) one sandbox may have in flight; more get 429", DefaultValueFactory = _ => defaults.MaxFileTransfersPerSandbox };
+        var health = new Option<int>("--health-interval") { Description = "Seconds between health checks of each sandbox's agent (0: off); 3 misses in a row mark it unresponsive", DefaultValueFactory = _ => (int)defaults.HealthInterval.TotalSeconds };
+        foreach (var (option, min) in new[] { (transfers, 1), (health, 0) })
+        {
+            option.Validators.Add(r =>
+            {
+                if (r.GetValueOrDefault<int>() < min)
+                {
+                    r.AddError($"{option.Name} must be at least {min}.");
+                }
+            });
+        }
+
         var command = new Command("serve", "Run airlockd (the control API and envd routes) in the foreground")
         {
-            listen, dataDir, domain, keep, risk, timeout, guest, templates, runtime, disable,
+            listen, dataDir, domain, keep, risk, timeout, guest, templates, runtime, disable, logLevel, requestLogLevel, logFormat, transfers, health,
         };
         command.SetAction(AirlockCli.Guard(console, async (parse, cancellationToken) =>
         {
@@ -58,6 +81,11 @@ internal static class ServerCommands
                     "container" => BoundaryKind.Container,
                     _ => BoundaryKind.MicroVm,
                 }).ToHashSet(),
+                LogLevel = ParseLevel(parse.GetValue(logLevel)),
+                RequestLogLevel = ParseLevel(parse.GetValue(requestLogLevel)),
+                LogFormat = parse.GetValue(logFormat)!,
+                MaxFileTransfersPerSandbox = parse.GetValue(transfers),
+                HealthInterval = TimeSpan.FromSeconds(parse.GetValue(health)),
             };
             console.ErrorUi.MarkupLine(CultureInfo.InvariantCulture, "starting airlockd on [bold]{0}[/] (data {1}, default risk {2}); Ctrl+C stops it",
                 Markup.Escape(options.Listen), Markup.Escape(options.DataDir), RiskName(options.DefaultRisk));
@@ -103,13 +131,31 @@ internal static class ServerCommands
         return command;
     }
 
+    /// <summary>
+    /// The bootstrap key goes to a person at a terminal only: stdout is airlockd's log stream (journald, a collector),
+    /// where a key would outlive its purpose. Elsewhere only the path of the owner-only file that holds it is named.
+    /// </summary>
     private static void PrintBootstrapKey(CliConsole console, string dataDir, string key)
     {
-        console.Ui.MarkupLine("[yellow]Bootstrap API key (shown once):[/]");
-        console.Out.WriteLine(key);
-        console.ErrorUi.MarkupLine(CultureInfo.InvariantCulture, "It is also in {0} (readable by its owner only); the CLI picks it up from there.",
-            Markup.Escape(Path.Combine(dataDir, "bootstrap-key")));
+        var path = Markup.Escape(Path.Combine(dataDir, "bootstrap-key"));
+        if (Console.IsErrorRedirected)
+        {
+            console.ErrorUi.MarkupLine(CultureInfo.InvariantCulture, "Bootstrap API key written to {0} (readable by its owner only); the CLI picks it up from there.", path);
+            return;
+        }
+
+        console.ErrorUi.MarkupLine("[yellow]Bootstrap API key (shown once):[/]");
+        console.Error.WriteLine(key);
+        console.ErrorUi.MarkupLine(CultureInfo.InvariantCulture, "It is also in {0} (readable by its owner only); the CLI picks it up from there.", path);
     }
+
+    private static readonly string[] Levels = ["trace", "debug", "information", "warning", "error", "critical"];
+
+    private static string LevelName(Microsoft.Extensions.Logging.LogLevel level) =>
+        level == Microsoft.Extensions.Logging.LogLevel.None ? "none" : Levels[(int)level];
+
+    private static Microsoft.Extensions.Logging.LogLevel ParseLevel(string? name) =>
+        name == "none" ? Microsoft.Extensions.Logging.LogLevel.None : (Microsoft.Extensions.Logging.LogLevel)Math.Max(0, Array.IndexOf(Levels, name));
 
     private static string RiskName(Risk risk) => risk switch
     {

@@ -33,4 +33,10 @@ internal static partial class LifecycleLog
 
     [LoggerMessage(11, LogLevel.Information, "Sandbox {SandboxId} timeout pause waits for {InFlight} envd request(s) in flight")]
     public static partial void PauseWaits(ILogger logger, string sandboxId, int inFlight);
+
+    [LoggerMessage(12, LogLevel.Warning, "Sandbox {SandboxId} unresponsive: {Reason}")]
+    public static partial void SandboxUnresponsive(ILogger logger, string sandboxId, string reason);
+
+    [LoggerMessage(13, LogLevel.Information, "Sandbox {SandboxId} answers again: running")]
+    public static partial void SandboxResponsive(ILogger logger, string sandboxId);
 }

@@ -26,7 +26,7 @@ public sealed record SandboxLogLine(DateTimeOffset At, string Level, string Mess
 /// </remarks>
 public sealed class SandboxLifecycle : IAsyncDisposable
 {
-    private static readonly SandboxState[] Listed = [SandboxState.Creating, SandboxState.Running, SandboxState.Pausing, SandboxState.Paused, SandboxState.Resuming];
+    private static readonly SandboxState[] Listed = [SandboxState.Creating, SandboxState.Running, SandboxState.Unresponsive, SandboxState.Pausing, SandboxState.Paused, SandboxState.Resuming];
 
     private readonly SandboxContext _context;
     private readonly SandboxCreator _creator;
@@ -38,8 +38,10 @@ public sealed class SandboxLifecycle : IAsyncDisposable
     private readonly SandboxReconciler _reconciler;
     private readonly UsageMeter _meter;
     private readonly SandboxMetrics _metrics;
+    private readonly SandboxHealth _health;
     private ITimer? _reaperTimer;
     private ITimer? _metricsTimer;
+    private ITimer? _healthTimer;
 
     public SandboxLifecycle(
         IStore store,
@@ -71,6 +73,7 @@ public sealed class SandboxLifecycle : IAsyncDisposable
         _reaper = new SandboxReaper(_context, _terminator, _meter);
         _reconciler = new SandboxReconciler(_context, _terminator, _supervisor.Supervise);
         _metrics = new SandboxMetrics(_context);
+        _health = new SandboxHealth(_context);
     }
 
     /// <summary>The tenant quota counters (what is reserved now).</summary>
@@ -84,9 +87,17 @@ public sealed class SandboxLifecycle : IAsyncDisposable
 
     public Task<SandboxRecord> GetAsync(string tenantId, string sandboxId, CancellationToken cancellationToken) => _context.GetAsync(tenantId, sandboxId, cancellationToken);
 
-    /// <summary>The tenant's sandboxes in <paramref name="states"/> (default: all not ended) whose metadata has every pair given, oldest first.</summary>
+    /// <summary>
+    /// The tenant's sandboxes in <paramref name="states"/> (default: all not ended) whose metadata has every pair given,
+    /// oldest first. Unresponsive is a kind of running: asking for running sandboxes lists unresponsive ones too.
+    /// </summary>
     public async Task<IReadOnlyList<SandboxRecord>> ListAsync(string tenantId, IReadOnlyCollection<SandboxState>? states, IReadOnlyDictionary<string, string> metadata, CancellationToken cancellationToken)
     {
+        if (states is not null && states.Contains(SandboxState.Running) && !states.Contains(SandboxState.Unresponsive))
+        {
+            states = [.. states, SandboxState.Unresponsive];
+        }
+
         var records = await _context.Store.ListSandboxesAsync(tenantId, states ?? Listed, cancellationToken);
         return records
             .Where(r => metadata.All(m => r.Metadata.TryGetValue(m.Key, out var v) && v == m.Value))
@@ -213,9 +224,17 @@ public sealed class SandboxLifecycle : IAsyncDisposable
     /// <summary>One reaper pass (the timer runs it every <see cref="SandboxOptions.ReaperInterval"/>).</summary>
     public Task<IReadOnlyList<string>> ReapAsync(CancellationToken cancellationToken) => _reaper.ReapAsync(cancellationToken);
 
-    /// <summary>Starts the periodic reaper and metrics sampling.</summary>
+    /// <summary>One round of agent health checks (the timer runs it every <see cref="SandboxOptions.HealthInterval"/>).</summary>
+    public Task CheckHealthAsync(CancellationToken cancellationToken) => _health.CheckAllAsync(cancellationToken);
+
+    /// <summary>Starts the periodic reaper, metrics sampling and agent health checks.</summary>
     public void StartBackground()
     {
+        if (_context.Options.HealthInterval > TimeSpan.Zero)
+        {
+            _healthTimer = _context.Time.CreateTimer(_ => _ = _health.CheckAllAsync(_context.Stopping.Token), null, _context.Options.HealthInterval, _context.Options.HealthInterval);
+        }
+
         _reaperTimer = _context.Time.CreateTimer(_ => _ = _reaper.ReapAsync(_context.Stopping.Token), null, _context.Options.ReaperInterval, _context.Options.ReaperInterval);
         _metricsTimer = _context.Time.CreateTimer(_ => _ = _metrics.SampleAllAsync(_context.Stopping.Token), null, TimeSpan.FromSeconds(1), SandboxMetrics.Interval);
     }
@@ -224,7 +243,7 @@ public sealed class SandboxLifecycle : IAsyncDisposable
     public async Task ShutdownAsync(CancellationToken cancellationToken)
     {
         await _context.Stopping.CancelAsync();
-        foreach (var timer in new[] { _reaperTimer, _metricsTimer })
+        foreach (var timer in new[] { _reaperTimer, _metricsTimer, _healthTimer })
         {
             if (timer is not null)
             {

@@ -26,6 +26,12 @@ public sealed record SandboxOptions
     public TimeSpan TimeoutPauseGrace { get; init; } = TimeSpan.FromSeconds(10);
     /// <summary>How long the agent of a new or resumed sandbox has to answer.</summary>
     public TimeSpan AgentReadyTimeout { get; init; } = TimeSpan.FromSeconds(30);
+    /// <summary>How often every running sandbox's agent is health-checked (<see cref="TimeSpan.Zero"/>: never).</summary>
+    public TimeSpan HealthInterval { get; init; } = TimeSpan.FromSeconds(10);
+    /// <summary>How long one health check waits for the agent's answer.</summary>
+    public TimeSpan HealthTimeout { get; init; } = TimeSpan.FromSeconds(5);
+    /// <summary>Consecutive missed health checks after which a sandbox is marked unresponsive.</summary>
+    public int HealthMisses { get; init; } = 3;
 
     public string SandboxesDir => Path.Combine(DataDir, "sandboxes");
 

@@ -25,7 +25,7 @@ internal enum ReconcileAction
 /// </summary>
 internal sealed class SandboxReconciler(SandboxContext context, SandboxTerminator terminator, Action<LiveSandbox> supervise)
 {
-    private static readonly SandboxState[] Unended = [SandboxState.Creating, SandboxState.Running, SandboxState.Pausing, SandboxState.Paused, SandboxState.Resuming];
+    private static readonly SandboxState[] Unended = [SandboxState.Creating, SandboxState.Running, SandboxState.Unresponsive, SandboxState.Pausing, SandboxState.Paused, SandboxState.Resuming];
 
     /// <summary>The decision, apart from the doing (unit-tested).</summary>
     public static ReconcileAction Decide(SandboxRecord record, bool instanceSurvived, bool frozen, bool pausedStateComplete) =>
@@ -109,7 +109,7 @@ internal sealed class SandboxReconciler(SandboxContext context, SandboxTerminato
     private async Task<ISandboxInstance?> TryAdoptAsync(SandboxRecord record, List<string> actions, CancellationToken cancellationToken)
     {
         // Paused with a network: a container frozen in place (a sandbox paused to disk keeps no network).
-        if (record.State is not (SandboxState.Running or SandboxState.Pausing or SandboxState.Resuming or SandboxState.Paused)
+        if (record.State is not (SandboxState.Running or SandboxState.Unresponsive or SandboxState.Pausing or SandboxState.Resuming or SandboxState.Paused)
             || record.Network is not { } net || record.AccessToken is not { } token || !context.Drivers.TryGetValue(record.Boundary, out var driver))
         {
             return null;

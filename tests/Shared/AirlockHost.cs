@@ -223,3 +223,143 @@ public static class Leftovers
         return found;
     }
 }
+
+/// <summary>
+/// airlockd as its own process (<c>airlock serve</c> from artifacts/cli), for what only a process shows: its stdout
+/// (log format and levels) and its command-line options. Killed, and its data directory removed, when disposed.
+/// </summary>
+public sealed class AirlockDaemon : IAsyncDisposable
+{
+    private readonly System.Diagnostics.Process _process;
+    private readonly System.Collections.Concurrent.ConcurrentQueue<string> _stdout = new();
+    private readonly System.Collections.Concurrent.ConcurrentQueue<string> _stderr = new();
+
+    private AirlockDaemon(System.Diagnostics.Process process, Uri baseUrl, string dataDir)
+    {
+        _process = process;
+        BaseUrl = baseUrl;
+        DataDir = dataDir;
+        _process.OutputDataReceived += (_, e) => { if (e.Data is not null) { _stdout.Enqueue(e.Data); } };
+        _process.ErrorDataReceived += (_, e) => { if (e.Data is not null) { _stderr.Enqueue(e.Data); } };
+        _process.BeginOutputReadLine();
+        _process.BeginErrorReadLine();
+    }
+
+    public Uri BaseUrl { get; }
+
+    public string DataDir { get; }
+
+    public string ApiKey { get; private set; } = "";
+
+    /// <summary>Lines airlockd wrote to stdout so far.</summary>
+    public IReadOnlyList<string> Stdout => [.. _stdout];
+
+    /// <summary>Lines airlockd wrote to stderr so far.</summary>
+    public IReadOnlyList<string> Stderr => [.. _stderr];
+
+    public int ProcessId => _process.Id;
+
+    /// <summary>Starts <c>airlock serve</c> with <paramref name="arguments"/> on a free loopback port and waits (bounded) until it answers.</summary>
+    public static async Task<AirlockDaemon> StartAsync(IEnumerable<string> arguments, CancellationToken cancellationToken = default)
+    {
+        // The checkout's published CLI (Repo is not in every project that shares this file, so the root is found here).
+        var root = new DirectoryInfo(AppContext.BaseDirectory);
+        while (root is not null && !File.Exists(Path.Combine(root.FullName, "Airlock.slnx")))
+        {
+            root = root.Parent;
+        }
+
+        var cli = Path.Combine(root?.FullName ?? ".", "artifacts", "cli", "airlock.dll");
+        if (!File.Exists(cli))
+        {
+            throw new InvalidOperationException("publish the CLI first (scripts/build.sh)");
+        }
+
+        var dataDir = Path.Combine(Path.GetTempPath(), "airlock-daemon-" + Guid.NewGuid().ToString("N")[..10]);
+        var url = new Uri($"http://127.0.0.1:{Loopback.FreePort()}");
+        var start = new System.Diagnostics.ProcessStartInfo("dotnet", ["exec", cli, "serve", "--listen", url.ToString().TrimEnd('/'), "--data-dir", dataDir, .. arguments])
+        {
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+        };
+        start.Environment["AIRLOCK_TEMPLATES_DIR"] = AirlockHost.TemplatesDir;
+        start.Environment["AIRLOCK_VM_CACHE_DIR"] = AirlockHost.VmCacheDir;
+        var daemon = new AirlockDaemon(System.Diagnostics.Process.Start(start)!, url, dataDir);
+        try
+        {
+            using var http = new HttpClient { BaseAddress = url, Timeout = TimeSpan.FromSeconds(5) };
+            var until = DateTime.UtcNow.AddSeconds(60);
+            while (true)
+            {
+                cancellationToken.ThrowIfCancellationRequested();
+                if (daemon._process.HasExited || DateTime.UtcNow > until)
+                {
+                    throw new InvalidOperationException("airlockd did not start:\n" + string.Join("\n", daemon.Stderr.Concat(daemon.Stdout)));
+                }
+
+                try
+                {
+                    using var health = await http.GetAsync("/health", cancellationToken);
+                    var keyFile = Path.Combine(dataDir, "bootstrap-key");
+                    if (health.IsSuccessStatusCode && File.Exists(keyFile))
+                    {
+                        daemon.ApiKey = (await File.ReadAllTextAsync(keyFile, cancellationToken)).Trim();
+                        return daemon;
+                    }
+                }
+                catch (HttpRequestException)
+                {
+                    // not listening yet
+                }
+
+                await Task.Delay(100, cancellationToken);
+            }
+        }
+        catch
+        {
+            await daemon.DisposeAsync();
+            throw;
+        }
+    }
+
+    public HttpClient NewClient()
+    {
+        var client = new HttpClient { BaseAddress = BaseUrl, Timeout = TimeSpan.FromSeconds(30) };
+        client.DefaultRequestHeaders.Add("X-API-Key", ApiKey);
+        return client;
+    }
+
+    /// <summary>Asks airlockd to stop (SIGTERM) and waits for it, so its log is flushed; kills it after 30 s.</summary>
+    public async Task StopAsync()
+    {
+        if (_process.HasExited)
+        {
+            return;
+        }
+
+        System.Diagnostics.Process.Start("kill", ["-TERM", _process.Id.ToString(System.Globalization.CultureInfo.InvariantCulture)])!.WaitForExit();
+        using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(30));
+        try
+        {
+            await _process.WaitForExitAsync(cts.Token);
+        }
+        catch (OperationCanceledException)
+        {
+            _process.Kill(entireProcessTree: true);
+            await _process.WaitForExitAsync(CancellationToken.None);
+        }
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        await StopAsync();
+        _process.Dispose();
+        try
+        {
+            Directory.Delete(DataDir, recursive: true);
+        }
+        catch (IOException)
+        {
+        }
+    }
+}

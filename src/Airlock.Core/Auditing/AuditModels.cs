@@ -12,6 +12,10 @@ public static class AuditKinds
     public const string TimeoutChanged = "sandbox.timeout.set";
     public const string Kill = "sandbox.kill";
     public const string Failed = "sandbox.failed";
+    /// <summary>The sandbox's agent missed its health checks: listed <c>unresponsive</c> (still killable, still counted).</summary>
+    public const string Unresponsive = "sandbox.unresponsive";
+    /// <summary>An unresponsive sandbox's agent answered again: back to <c>running</c>.</summary>
+    public const string Responsive = "sandbox.responsive";
     public const string Reconcile = "airlockd.reconcile";
     public const string Pause = "sandbox.pause";
     public const string PauseFailed = "sandbox.pause.failed";

@@ -30,6 +30,12 @@ public enum SandboxState
     [JsonStringEnumMemberName("resuming")] Resuming,
     [JsonStringEnumMemberName("killed")] Killed,
     [JsonStringEnumMemberName("failed")] Failed,
+    /// <summary>
+    /// Running, but its guest agent missed its last health checks (the reason says how): nothing can be started in it
+    /// until it answers again, when it goes back to running. It still holds its quota, its timeout still applies, and
+    /// it can be killed.
+    /// </summary>
+    [JsonStringEnumMemberName("unresponsive")] Unresponsive,
 }
 
 public static class BoundaryMapping

@@ -66,6 +66,21 @@ public sealed class SandboxConnector : IDisposable
 
     public HttpClient CreateClient(TimeSpan timeout) => new(Handler, disposeHandler: false) { Timeout = timeout };
 
+    /// <summary>
+    /// A client with a connection of its own, closed when the client is disposed: a health check must prove that the
+    /// agent answers a new connection now, not reuse one the pool kept (or leave one behind to an agent that is gone).
+    /// </summary>
+    public HttpClient CreateUnpooledClient(TimeSpan timeout) => new(
+        new SocketsHttpHandler
+        {
+            UseProxy = false,
+            AllowAutoRedirect = false,
+            UseCookies = false,
+            ConnectTimeout = timeout,
+            ConnectCallback = ConnectAsync,
+        },
+        disposeHandler: true) { Timeout = timeout };
+
     private async ValueTask<Stream> ConnectAsync(SocketsHttpConnectionContext context, CancellationToken cancellationToken)
     {
         var host = context.DnsEndPoint.Host;

@@ -100,7 +100,7 @@ internal static class WireMapping
         MemoryMB = r.Limits.MemoryMiB,
         DiskSizeMB = r.Boundary == BoundaryKind.MicroVm ? 0 : r.Limits.DiskMiB,
         EnvdVersion = EnvdProtocol.Version,
-        EnvdAccessToken = includeToken && r.State == SandboxState.Running ? r.AccessToken : null,
+        EnvdAccessToken = includeToken && r.State is SandboxState.Running or SandboxState.Unresponsive ? r.AccessToken : null,
         Domain = options.Domain,
         Metadata = r.Metadata,
         State = r.State.ToString().ToLowerInvariant(),
@@ -170,6 +170,7 @@ internal static class WireMapping
         "resuming" => SandboxState.Resuming,
         "killed" => SandboxState.Killed,
         "failed" => SandboxState.Failed,
+        "unresponsive" => SandboxState.Unresponsive,
         _ => throw ApiProblem.BadRequest("invalid_state", $"Unknown state '{value}'."),
     };
 

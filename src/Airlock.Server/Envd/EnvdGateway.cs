@@ -1,4 +1,3 @@
-using System.Security.Cryptography;
 using System.Text.Json;
 using Airlock.Core.Auditing;
 using Airlock.Envd;
@@ -33,6 +32,8 @@ namespace Airlock.Server.Envd;
 /// </remarks>
 internal sealed class EnvdGateway(SandboxLifecycle manager, SandboxConnector connector, IHttpForwarder forwarder, AirlockServerOptions options)
 {
+    private readonly TransferLimiter _transfers = new(options.MaxFileTransfersPerSandbox);
+
     private const int MaxStartBody = 1 << 20;
     private static readonly ForwarderRequestConfig ForwardConfig = new() { ActivityTimeout = TimeSpan.FromMinutes(15), AllowResponseBuffering = false };
 
@@ -129,7 +130,14 @@ internal sealed class EnvdGateway(SandboxLifecycle manager, SandboxConnector con
         }
 
         var observeProcess = false;
-        List<UploadedFile>? uploads = null;
+        ObservedUpload? upload = null;
+        using var transfer = path == "/files" ? _transfers.TryEnter(sandboxId) : null;
+        if (path == "/files" && transfer is null)
+        {
+            context.Response.Headers.RetryAfter = "1";
+            await ApiProblem.WriteAsync(context, 429, "too_many_transfers", $"Sandbox {sandboxId} has {_transfers.Limit} file transfers in flight already (the limit); retry when one ends.");
+            return;
+        }
 
         if (HttpMethods.IsPost(method) && path == "/process.Process/Start")
         {
@@ -157,8 +165,8 @@ internal sealed class EnvdGateway(SandboxLifecycle manager, SandboxConnector con
         }
         else if (HttpMethods.IsPost(method) && path == "/files")
         {
-            uploads = await InspectUploadAsync(context);
-            if (uploads is null)
+            upload = await ObserveUploadAsync(context);
+            if (upload is null)
             {
                 return; // error already written
             }
@@ -173,6 +181,7 @@ internal sealed class EnvdGateway(SandboxLifecycle manager, SandboxConnector con
         }
 
         ForwarderError error;
+        IReadOnlyList<UploadedFile> uploads = [];
         using var inFlight = manager.EnterActivity(sandboxId); // a timeout pause lets this request finish first
         try
         {
@@ -181,9 +190,22 @@ internal sealed class EnvdGateway(SandboxLifecycle manager, SandboxConnector con
         finally
         {
             context.Response.Body = originalBody;
+            if (upload is not null)
+            {
+                uploads = await upload.FilesAsync(); // always: it ends the multipart observer's task
+                await upload.DisposeAsync();
+            }
         }
 
-        if (error != ForwarderError.None && !context.Response.HasStarted)
+        if (upload is { TooLarge: true } && !context.Response.HasStarted)
+        {
+            await ApiProblem.WriteAsync(context, 413, "body_too_large", $"Upload exceeds the limit of {options.MaxUploadBytes} bytes.");
+            return;
+        }
+
+        // The client's own failures (gone away, a body it could not send) are not the agent's: YARP answered them already.
+        if (error is not (ForwarderError.None or ForwarderError.RequestCanceled or ForwarderError.RequestBodyCanceled or ForwarderError.RequestBodyClient
+            or ForwarderError.ResponseBodyCanceled or ForwarderError.ResponseBodyClient) && !context.Response.HasStarted)
         {
             await ApiProblem.WriteAsync(context, 502, "sandbox_unreachable", $"Sandbox {sandboxId}'s agent did not answer ({error}).");
         }
@@ -196,12 +218,12 @@ internal sealed class EnvdGateway(SandboxLifecycle manager, SandboxConnector con
                 ("status", observer.Ended ? observer.Status : "stream closed before the process ended")), CancellationToken.None);
         }
 
-        if (uploads is not null && context.Response.StatusCode is >= 200 and < 300 && error == ForwarderError.None)
+        if (upload is not null && context.Response.StatusCode is >= 200 and < 300 && error == ForwarderError.None)
         {
-            foreach (var upload in uploads)
+            foreach (var file in uploads)
             {
                 await manager.AuditAsync(AuditKinds.FileWrite, serving, AuditJson.Object(
-                    ("path", upload.Path), ("size", upload.Size), ("sha256", upload.Sha256), ("signedUrl", isSignedFileUrl)), CancellationToken.None);
+                    ("path", file.Path), ("size", file.Size), ("sha256", file.Sha256), ("signedUrl", isSignedFileUrl)), CancellationToken.None);
             }
         }
     }
@@ -230,6 +252,7 @@ internal sealed class EnvdGateway(SandboxLifecycle manager, SandboxConnector con
         }
     }
 
+    /// <summary>Reads a process start (at most 1 MiB) into memory to inspect it, then hands the forwarder that copy.</summary>
     private static async Task<StartRequestSummary?> InspectStartAsync(HttpContext context)
     {
         var request = context.Request;
@@ -238,20 +261,31 @@ internal sealed class EnvdGateway(SandboxLifecycle manager, SandboxConnector con
             return null;
         }
 
-        request.EnableBuffering(MaxStartBody);
-        using var buffer = new MemoryStream();
-        await request.Body.CopyToAsync(buffer, context.RequestAborted);
-        if (buffer.Length > MaxStartBody)
+        // Into memory, never a spool file: ASP.NET's request buffering would write past 30 KiB to the host's temp dir.
+        var buffer = new MemoryStream();
+        var chunk = new byte[16 * 1024];
+        int read;
+        while ((read = await request.Body.ReadAsync(chunk, context.RequestAborted)) > 0)
         {
-            return null;
+            if (buffer.Length + read > MaxStartBody)
+            {
+                return null;
+            }
+
+            buffer.Write(chunk, 0, read);
         }
 
-        request.Body.Position = 0;
+        buffer.Position = 0;
+        request.Body = buffer;
+        context.Response.RegisterForDispose(buffer);
         return EnvdInspector.TryReadStartRequest(buffer.GetBuffer().AsSpan(0, (int)buffer.Length), request.ContentType, out var summary) ? summary : null;
     }
 
-    /// <summary>Reads an upload once (spooled to disk past 64 KiB by ASP.NET buffering) to learn each file's path, size and hash.</summary>
-    private async Task<List<UploadedFile>?> InspectUploadAsync(HttpContext context)
+    /// <summary>
+    /// Sets up an upload to stream through <see cref="ObservedUpload"/> (nothing read yet), or writes the refusal: a
+    /// declared length past the limit (413) or multipart without a boundary (400).
+    /// </summary>
+    private async Task<ObservedUpload?> ObserveUploadAsync(HttpContext context)
     {
         var request = context.Request;
         var limit = options.MaxUploadBytes;
@@ -266,67 +300,21 @@ internal sealed class EnvdGateway(SandboxLifecycle manager, SandboxConnector con
             sizeFeature.MaxRequestBodySize = limit;
         }
 
-        var queryPath = request.Query["path"].ToString();
-        var files = new List<UploadedFile>();
-        request.EnableBuffering(bufferThreshold: 64 * 1024, bufferLimit: limit);
-        try
+        string? boundary = null;
+        if (MediaTypeHeaderValue.TryParse(request.ContentType, out var mediaType) && mediaType.MediaType.Equals("multipart/form-data", StringComparison.OrdinalIgnoreCase))
         {
-            if (MediaTypeHeaderValue.TryParse(request.ContentType, out var mediaType) && mediaType.MediaType.Equals("multipart/form-data", StringComparison.OrdinalIgnoreCase))
+            boundary = HeaderUtilities.RemoveQuotes(mediaType.Boundary).Value;
+            if (string.IsNullOrEmpty(boundary))
             {
-                var boundary = HeaderUtilities.RemoveQuotes(mediaType.Boundary).Value;
-                if (string.IsNullOrEmpty(boundary))
-                {
-                    await ApiProblem.WriteAsync(context, 400, "invalid_multipart", "multipart/form-data without a boundary.");
-                    return null;
-                }
-
-                var reader = new MultipartReader(boundary, request.Body) { BodyLengthLimit = limit };
-                while (await reader.ReadNextSectionAsync(context.RequestAborted) is { } section)
-                {
-                    var fileName = ContentDispositionHeaderValue.TryParse(section.ContentDisposition, out var disposition)
-                        ? HeaderUtilities.RemoveQuotes(disposition.FileName).Value ?? HeaderUtilities.RemoveQuotes(disposition.Name).Value
-                        : null;
-                    var (size, sha) = await HashAsync(section.Body, context.RequestAborted);
-                    files.Add(new UploadedFile(queryPath.Length > 0 ? queryPath : fileName ?? "", size, sha));
-                }
-            }
-            else
-            {
-                var (size, sha) = await HashAsync(request.Body, context.RequestAborted);
-                files.Add(new UploadedFile(queryPath, size, sha));
+                await ApiProblem.WriteAsync(context, 400, "invalid_multipart", "multipart/form-data without a boundary.");
+                return null;
             }
         }
-        catch (BadHttpRequestException ex) when (ex.StatusCode == StatusCodes.Status413PayloadTooLarge)
-        {
-            await ApiProblem.WriteAsync(context, 413, "body_too_large", $"Upload exceeds the limit of {limit} bytes.");
-            return null;
-        }
-        catch (Exception ex) when (ex is InvalidDataException or IOException && !context.RequestAborted.IsCancellationRequested)
-        {
-            await ApiProblem.WriteAsync(context, 400, "invalid_upload", $"Upload could not be read: {ex.Message}");
-            return null;
-        }
 
-        request.Body.Position = 0;
-        return files;
+        var upload = new ObservedUpload(request.Body, request.Query["path"].ToString(), boundary, limit);
+        request.Body = upload;
+        return upload;
     }
-
-    private static async Task<(long Size, string Sha256)> HashAsync(Stream body, CancellationToken cancellationToken)
-    {
-        using var hash = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
-        var buffer = new byte[81920];
-        long size = 0;
-        int read;
-        while ((read = await body.ReadAsync(buffer, cancellationToken)) > 0)
-        {
-            hash.AppendData(buffer, 0, read);
-            size += read;
-        }
-
-        return (size, Convert.ToHexStringLower(hash.GetHashAndReset()));
-    }
-
-    private sealed record UploadedFile(string Path, long Size, string Sha256);
 
     /// <summary>Passes response bytes through unchanged while feeding them to the process stream observer.</summary>
     private sealed class ObservingStream(Stream inner, HttpContext context) : Stream

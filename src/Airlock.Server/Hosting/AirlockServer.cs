@@ -78,7 +78,7 @@ public static class AirlockServer
         var builder = WebApplication.CreateSlimBuilder();
         builder.WebHost.UseUrls(options.Listen);
         builder.WebHost.ConfigureKestrel(k => k.Limits.MaxRequestBodySize = options.MaxUploadBytes);
-        builder.Logging.AddSimpleConsole(o => { o.SingleLine = true; o.TimestampFormat = "HH:mm:ss.fff "; });
+        ServerLogging.Configure(builder.Logging, options);
         builder.Services.Configure<HostOptions>(h => h.ShutdownTimeout = TimeSpan.FromSeconds(30));
 
         var services = builder.Services;
@@ -132,6 +132,7 @@ public static class AirlockServer
         await BootstrapAsync(app.Services, options, onBootstrapKey, cancellationToken);
         await AdminApi.LoadQuotasAsync(app.Services, cancellationToken);
 
+        app.Use(ServerLogging.LogRequestsAsync);
         app.Use(HandleErrorsAsync);
         app.Use(RouteEnvdAsync);
         app.Use(AuthenticationStep.ControlAsync);
@@ -247,6 +248,7 @@ public static class AirlockServer
         var options = context.RequestServices.GetRequiredService<AirlockServerOptions>();
         if (EnvdGateway.TryMatch(context.Request, options.Domain, out var sandboxId, out var port))
         {
+            context.Items[ServerLogging.EnvdItem] = true;
             if (await AuthenticationStep.DeniedEnvdAsync(context))
             {
                 return;
@@ -258,6 +260,7 @@ public static class AirlockServer
 
         if (EnvdGateway.TryMatchSigned(context.Request, context.RequestServices.GetRequiredService<SandboxLifecycle>(), out var signer))
         {
+            context.Items[ServerLogging.EnvdItem] = true;
             await context.RequestServices.GetRequiredService<EnvdGateway>().HandleAsync(context, signer, Airlock.Envd.EnvdProtocol.Port);
             return;
         }

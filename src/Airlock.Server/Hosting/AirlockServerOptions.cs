@@ -1,4 +1,5 @@
 using Airlock.Core.Sandboxes;
+using Microsoft.Extensions.Logging;
 
 namespace Airlock.Server;
 
@@ -29,8 +30,10 @@ public sealed record AirlockServerOptions
     public string ContainerRuntime { get; init; } = "auto";
     /// <summary>Largest JSON body the control API accepts.</summary>
     public long MaxJsonBodyBytes { get; init; } = 1 << 20;
-    /// <summary>Largest file upload through envd routes.</summary>
+    /// <summary>Largest file upload through envd routes (streamed to the sandbox, never spooled on the host).</summary>
     public long MaxUploadBytes { get; init; } = 256L << 20;
+    /// <summary>File transfers (<c>GET</c>/<c>POST /files</c>) one sandbox may have in flight; more are refused with 429 and Retry-After.</summary>
+    public int MaxFileTransfersPerSandbox { get; init; } = 4;
     public int MaxSandboxesPerTenant { get; init; } = 50;
     /// <summary>Memory all of a tenant's running sandboxes may reserve together.</summary>
     public int MaxTenantMemoryMiB { get; init; } = 16_384;
@@ -53,6 +56,26 @@ public sealed record AirlockServerOptions
     /// <summary>How long a timeout pause waits for envd requests in flight (a running command) to finish first.</summary>
     public TimeSpan TimeoutPauseGrace { get; init; } = TimeSpan.FromSeconds(10);
 
+    /// <summary>How often every running sandbox's guest agent is health-checked (<see cref="TimeSpan.Zero"/>: never).</summary>
+    public TimeSpan HealthInterval { get; init; } = TimeSpan.FromSeconds(10);
+    /// <summary>How long one health check waits for the agent.</summary>
+    public TimeSpan HealthTimeout { get; init; } = TimeSpan.FromSeconds(5);
+    /// <summary>Consecutive missed health checks after which a sandbox is listed <c>unresponsive</c>.</summary>
+    public int HealthMisses { get; init; } = 3;
+
+    /// <summary>Least level of airlockd's own log (its lifecycle, drivers, network); framework categories log warnings and up unless this is debug or trace.</summary>
+    public LogLevel LogLevel { get; init; } = LogLevel.Information;
+    /// <summary>
+    /// Least level of request lines (category <c>Airlock.Server.Requests</c>): a request is logged at information when it
+    /// succeeds, warning when it is a 4xx or slower than <see cref="SlowRequest"/>, error when a 5xx. The default logs only
+    /// the last two; information logs every request.
+    /// </summary>
+    public LogLevel RequestLogLevel { get; init; } = LogLevel.Warning;
+    /// <summary>A control-API request slower than this is logged at warning (envd streams such as a running command are not timed).</summary>
+    public TimeSpan SlowRequest { get; init; } = TimeSpan.FromSeconds(5);
+    /// <summary>Log output on stdout: text (one line each), json (one JSON object per line, for collectors) or systemd (syslog priority prefixes for journald).</summary>
+    public string LogFormat { get; init; } = "text";
+
     /// <summary>The lifecycle's part of this configuration.</summary>
     public Airlock.Sandboxes.SandboxOptions ToSandboxOptions() => new()
     {
@@ -73,5 +96,8 @@ public sealed record AirlockServerOptions
         PausedRetention = PausedRetention,
         ReaperInterval = ReaperInterval,
         TimeoutPauseGrace = TimeoutPauseGrace,
+        HealthInterval = HealthInterval,
+        HealthTimeout = HealthTimeout,
+        HealthMisses = HealthMisses,
     };
 }

@@ -42,6 +42,37 @@ internal sealed class AirlockServerOptionsValidator : IValidateOptions<AirlockSe
             failures.Add($"DefaultLimits.DiskMiB must be in 64..{options.MaxDiskMiB}.");
         }
 
+        if (options.MaxUploadBytes <= 0)
+        {
+            failures.Add("MaxUploadBytes must be positive.");
+        }
+
+        if (options.MaxFileTransfersPerSandbox is < 1 or > 1024)
+        {
+            failures.Add($"MaxFileTransfersPerSandbox must be in 1..1024, got {options.MaxFileTransfersPerSandbox}.");
+        }
+
+        if (options.HealthInterval < TimeSpan.Zero || options.HealthTimeout <= TimeSpan.Zero || options.HealthMisses < 1)
+        {
+            failures.Add("HealthInterval must be zero (off) or positive, HealthTimeout positive and HealthMisses at least 1.");
+        }
+
+        if (options.LogLevel == Microsoft.Extensions.Logging.LogLevel.None || !Enum.IsDefined(options.LogLevel)
+            || !Enum.IsDefined(options.RequestLogLevel))
+        {
+            failures.Add("LogLevel must be trace, debug, information, warning, error or critical; RequestLogLevel the same or none.");
+        }
+
+        if (options.SlowRequest <= TimeSpan.Zero)
+        {
+            failures.Add("SlowRequest must be positive.");
+        }
+
+        if (options.LogFormat is not ("text" or "json" or "systemd"))
+        {
+            failures.Add($"LogFormat must be text, json or systemd, got '{options.LogFormat}'.");
+        }
+
         return failures.Count == 0 ? ValidateOptionsResult.Success : ValidateOptionsResult.Fail(failures);
     }
 }
