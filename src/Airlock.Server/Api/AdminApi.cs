@@ -23,7 +23,7 @@ internal static class AdminApi
     private const long MaxTtlSeconds = 10L * 366 * 24 * 3600;
 
     // A tenant with one of these cannot be deleted: kill its sandboxes first (deleting never kills implicitly).
-    private static readonly SandboxState[] LiveStates = [SandboxState.Creating, SandboxState.Running, SandboxState.Pausing, SandboxState.Paused, SandboxState.Resuming];
+    private static readonly SandboxState[] LiveStates = [SandboxState.Creating, SandboxState.Running, SandboxState.Unresponsive, SandboxState.Pausing, SandboxState.Paused, SandboxState.Resuming];
 
     /// <summary>The admin API's services (the tenant store is the same SQLite store) and its JSON contracts.</summary>
     public static void AddServices(IServiceCollection services)
