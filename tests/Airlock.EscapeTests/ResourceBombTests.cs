@@ -48,6 +48,72 @@ public sealed partial class EscapeAttemptTests
         Assert.True(survived || boundary != "microvm", $"the fork bomb took its microVM down: {output}");
     }
 
+    [Fact(Timeout = 300_000)]
+    public async Task A_fork_bomb_holding_memory_leaves_the_microvms_agent_answering_root_during_and_the_user_after()
+    {
+        // The bomb a bounded fork bomb only sometimes is in a microVM: every copy holds 8 MiB it has written, so the
+        // copies exhaust the guest's RAM within seconds. Capped in the guest's command cgroup (memory.max below the RAM,
+        // pids.max, one task's share of the CPU), it ends inside it: the agent, outside, runs root's commands while the
+        // bomb runs, and the user's own once it is over.
+        var sandbox = await fixture.NewSandboxAsync("microvm", 240);
+        try
+        {
+            Assert.Contains("ready", await Attack(sandbox, "echo ready"), StringComparison.Ordinal);
+            using var deadline = new CancellationTokenSource(TimeSpan.FromSeconds(150));
+            var bomb = Attack(sandbox, $$"""
+                timeout -s KILL 40 python3 -c '
+                import os, time
+                end, held = time.time() + 35, []
+                while time.time() < end:
+                    try:
+                        pid = os.fork()
+                    except OSError:
+                        time.sleep(0.05); continue
+                    if pid == 0:
+                        held.append(b"" * (8 << 20))
+                ' 2>/dev/null
+                echo "bomb exit $?"
+                echo {{End}}
+                """, deadline.Token);
+            await Task.WhenAny(bomb, Task.Delay(TimeSpan.FromSeconds(15)));
+
+            // While it runs: root's command through the agent answers within 30 s.
+            var watch = Stopwatch.StartNew();
+            using (var during = new CancellationTokenSource(TimeSpan.FromSeconds(30)))
+            {
+                var root = new System.Text.StringBuilder();
+                await foreach (var output in fixture.Host.Envd(sandbox).StartAsync(new Airlock.Envd.Client.ProcessSpec { Command = "/bin/echo", Args = ["root-alive"], User = "root" }, during.Token))
+                {
+                    if (output is Airlock.Envd.Client.ProcessStdout o)
+                    {
+                        root.Append(System.Text.Encoding.UTF8.GetString(o.Data.Span));
+                    }
+                }
+
+                Assert.Contains("root-alive", root.ToString(), StringComparison.Ordinal);
+            }
+
+            log.WriteLine($"--- root's echo during the bomb took {watch.ElapsedMilliseconds} ms");
+            string bombOutput;
+            try
+            {
+                bombOutput = await bomb;
+            }
+            catch (Exception e) when (e is Airlock.Envd.Client.EnvdException or HttpRequestException or IOException or OperationCanceledException)
+            {
+                bombOutput = "bomb stream ended: " + e.Message;
+            }
+
+            Assert.Contains("bomb exit 137", bombOutput, StringComparison.Ordinal);
+            using var after = new CancellationTokenSource(TimeSpan.FromSeconds(30));
+            Assert.Contains("user-alive", await Attack(sandbox, "echo user-alive", after.Token), StringComparison.Ordinal);
+        }
+        finally
+        {
+            await fixture.Host.Http.DeleteAsync($"/sandboxes/{sandbox.SandboxId}");
+        }
+    }
+
     [Theory(Timeout = 240_000)]
     [MemberData(nameof(Boundaries))]
     public async Task A_memory_bomb_stops_at_the_sandboxs_memory_limit(string boundary)
