@@ -4,7 +4,7 @@ namespace Airlock.Guest;
 
 /// <summary>
 /// <c>airlock-guest --confine FILTER [--cgroup DIR] -- COMMAND [ARGS…]</c>: the agent's binary as an exec shim between
-/// the agent and a command it confines. While still root it joins the command cgroup, installs the seccomp filter
+/// the agent and a command it confines. While still root it joins a leaf of the command cgroup, installs the seccomp filter
 /// (classic BPF, compiled on the host from the process boundary's profile) and execs the rest of the chain (setpriv,
 /// which drops to the user, then the command), so everything the command ever becomes stays filtered.
 /// </summary>
@@ -67,8 +67,7 @@ internal static class ConfinementShim
         {
             if (cgroup is not null)
             {
-                // "0" moves the writer itself; the pids limit is enforced on fork, not on joining.
-                File.WriteAllText(Path.Combine(cgroup, "cgroup.procs"), "0");
+                JoinCommandCgroup(cgroup);
             }
 
             Install(File.ReadAllBytes(filter));
@@ -81,6 +80,47 @@ internal static class ConfinementShim
         ResetSignals();
         var errno = Exec(args.AsSpan(i + 1));
         return Fail($"{args[i + 1]}: {Marshal.GetPInvokeErrorMessage(errno)}", errno == 2 ? NotFound : CannotExecute);
+    }
+
+    /// <summary>
+    /// Joins a leaf of its own below the command cgroup (its caps are the parent's). The leaf's memory.oom.group makes
+    /// the OOM killer end the whole command when it picks one of its processes: a memory-holding fork bomb dies at its
+    /// first OOM instead of thrashing at the cap, and the user's other commands live on. Empty leaves are removed by
+    /// the agent (<see cref="PruneLeaves"/>).
+    /// </summary>
+    private static void JoinCommandCgroup(string cgroup)
+    {
+        var leaf = Path.Combine(cgroup, LeafPrefix + Environment.ProcessId.ToString(System.Globalization.CultureInfo.InvariantCulture));
+        Directory.CreateDirectory(leaf);
+        try
+        {
+            File.WriteAllText(Path.Combine(leaf, "memory.oom.group"), "1");
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            // No memory controller in the leaf: the command is still capped by the parent, one process at a time.
+        }
+
+        // "0" moves the writer itself; the pids limit is enforced on fork, not on joining.
+        File.WriteAllText(Path.Combine(leaf, "cgroup.procs"), "0");
+    }
+
+    private const string LeafPrefix = "c";
+
+    /// <summary>Removes the command cgroup's empty leaves (rmdir refuses one that still has processes).</summary>
+    public static void PruneLeaves(string cgroup)
+    {
+        try
+        {
+            foreach (var leaf in Directory.EnumerateDirectories(cgroup, LeafPrefix + "*"))
+            {
+                NativeMethods.rmdir(leaf);
+            }
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            // Pruned next time.
+        }
     }
 
     /// <summary>Installs a classic-BPF seccomp filter on the calling thread (which is the one that execs).</summary>

@@ -13,6 +13,9 @@ internal static partial class GuestHardening
     /// <summary>The command cgroup, below the guest's cgroup2 root.</summary>
     public const string CommandCgroupName = "airlock-commands";
 
+    /// <summary>The agent's own cgroup (root's commands start in it too), whose memory.min keeps its pages resident.</summary>
+    public const string AgentCgroupName = "airlock-agent";
+
     /// <summary>(path under /proc/sys, value). Kernels without a knob (unprivileged_userns_clone is Debian's) log it.</summary>
     public static readonly IReadOnlyList<(string Knob, string Value)> Sysctls =
     [
@@ -49,8 +52,15 @@ internal static partial class GuestHardening
         return cgroup;
     }
 
-    /// <summary>memory.max leaves the agent and the kernel this much of the guest's RAM: an eighth, 48 to 256 MiB.</summary>
-    public static long CommandMemoryLimit(long memTotal) => memTotal - Math.Clamp(memTotal / 8, 48 * MiB, 256 * MiB);
+    /// <summary>
+    /// memory.max leaves the agent, root's commands, the page cache they run from and the kernel a quarter of the
+    /// guest's RAM, 96 to 512 MiB (an eighth was seen too little under TCG: a bomb at the cap made the guest reclaim the
+    /// agent's own pages and a root command took over 30 s).
+    /// </summary>
+    public static long CommandMemoryLimit(long memTotal) => memTotal - Math.Clamp(memTotal / 4, 96 * MiB, 512 * MiB);
+
+    /// <summary>memory.min of the agent's cgroup: what of its memory (and its binary's pages) reclaim never takes.</summary>
+    public static long AgentMemoryProtection(long memTotal) => Math.Min(64 * MiB, memTotal / 8);
 
     /// <summary>pids.max: two per MiB of RAM, at least 256 (a bash costs well over half a MiB, so memory binds first).</summary>
     public static long CommandPidsLimit(long memTotal) => Math.Max(256, memTotal / MiB * 2);
@@ -100,6 +110,30 @@ internal static partial class GuestHardening
                 LogCgroupFailed(logger, file, problem);
                 ok = false;
             }
+        }
+
+        // Each command gets a leaf below (ConfinementShim): memory in the leaves gives them memory.oom.group. Done
+        // now, while the cgroup holds no process (a cgroup with controllers for children may hold none itself).
+        if (!TryWrite(Path.Combine(dir, "cgroup.subtree_control"), "+memory", out var leaves, verify: false))
+        {
+            LogCgroupFailed(logger, "+memory for command leaves", leaves);
+        }
+
+        // The agent moves into a cgroup of its own whose memory.min protects its pages from the reclaim a bomb at the
+        // commands' cap still causes; not fatal if it cannot (the cap alone keeps the guest alive).
+        var agent = Path.Combine(cgroupRoot, AgentCgroupName);
+        try
+        {
+            Directory.CreateDirectory(agent);
+            if (!TryWrite(Path.Combine(agent, "memory.min"), AgentMemoryProtection(memTotal).ToString(CultureInfo.InvariantCulture), out var problem)
+                || !TryWrite(Path.Combine(agent, "cgroup.procs"), Environment.ProcessId.ToString(CultureInfo.InvariantCulture), out problem, verify: false))
+            {
+                LogCgroupFailed(logger, agent, problem);
+            }
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            LogCgroupFailed(logger, agent, e.Message);
         }
 
         // Without its caps the cgroup would only pretend to contain anything: say so and leave commands where they are.

@@ -152,6 +152,12 @@ internal sealed partial class ProcessTable(AgentOptions options, AgentState stat
         _processes[managed.Pid] = managed;
         LogStarted(logger, managed.Pid, config.Cmd);
         managed.Exited.ContinueWith(_ => _processes.TryRemove(managed.Pid, out var _), TaskScheduler.Default);
+        if (_commandCgroup is { } cgroup)
+        {
+            // The command's leaf goes once it is empty (now, or at a later exit if it left processes behind).
+            managed.Exited.ContinueWith(_ => ConfinementShim.PruneLeaves(cgroup), TaskScheduler.Default);
+        }
+
         return managed;
     }
 

@@ -13,7 +13,7 @@ public sealed partial class EscapeAttemptTests
     [
         "kernel/unprivileged_userns_clone=0", "kernel/perf_event_paranoid=3", "kernel/kptr_restrict=2", "kernel/dmesg_restrict=1",
         "kernel/yama/ptrace_scope=2", "kernel/unprivileged_bpf_disabled=1", "fs/protected_symlinks=1", "fs/protected_hardlinks=1",
-        "fs/protected_fifos=2", "fs/protected_regular=2", "fs/suid_dumpable=0",
+        "fs/protected_fifos=1", "fs/protected_regular=1", "fs/suid_dumpable=0",
     ];
 
     [Fact(Timeout = 120_000)]
@@ -24,8 +24,9 @@ public sealed partial class EscapeAttemptTests
             for knob in {{string.Join(' ', HardenedSysctls.Select(k => k.Split('=')[0]))}}; do echo "$knob=$(cat /proc/sys/$knob 2>&1)"; done
             grep -E '^(Seccomp|NoNewPrivs):' /proc/self/status
             echo "cgroup $(cat /proc/self/cgroup)"
-            echo "pids.max $(cat /sys/fs/cgroup$(cut -d: -f3 /proc/self/cgroup)/pids.max 2>&1)"
-            echo "memory.max $(cat /sys/fs/cgroup$(cut -d: -f3 /proc/self/cgroup)/memory.max 2>&1)"
+            echo "pids.max $(cat /sys/fs/cgroup/airlock-commands/pids.max 2>&1)"
+            echo "memory.max $(cat /sys/fs/cgroup/airlock-commands/memory.max 2>&1)"
+            echo "oom.group $(cat /sys/fs/cgroup$(cut -d: -f3 /proc/self/cgroup)/memory.oom.group 2>&1)"
             grep MemTotal /proc/meminfo
             echo {{End}}
             """;
@@ -39,7 +40,8 @@ public sealed partial class EscapeAttemptTests
         // The user's commands: filtered (without no_new_privs, so sudo still works, filtered too) and in the capped cgroup.
         Assert.Contains("Seccomp:\t2", asUser, StringComparison.Ordinal);
         Assert.Contains("NoNewPrivs:\t0", asUser, StringComparison.Ordinal);
-        Assert.Contains("cgroup 0::/airlock-commands", asUser, StringComparison.Ordinal);
+        Assert.Contains("cgroup 0::/airlock-commands/c", asUser, StringComparison.Ordinal); // a leaf of its own, killed whole on OOM
+        Assert.Contains("oom.group 1", asUser, StringComparison.Ordinal);
         var pids = System.Text.RegularExpressions.Regex.Match(asUser, @"pids\.max (\d+)");
         Assert.True(pids.Success, asUser);
         var memory = System.Text.RegularExpressions.Regex.Match(asUser, @"memory\.max (\d+)");
@@ -61,5 +63,6 @@ public sealed partial class EscapeAttemptTests
         Assert.Contains(End, asRoot.ToString(), StringComparison.Ordinal);
         Assert.Contains("Seccomp:\t0", asRoot.ToString(), StringComparison.Ordinal);
         Assert.DoesNotContain("airlock-commands", asRoot.ToString(), StringComparison.Ordinal);
+        Assert.Contains("cgroup 0::/airlock-agent", asRoot.ToString(), StringComparison.Ordinal); // with the agent, under its memory.min
     }
 }
