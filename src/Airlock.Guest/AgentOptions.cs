@@ -21,11 +21,30 @@ internal sealed record AgentOptions
     /// </summary>
     public int? CommandProcesses { get; init; }
 
+    /// <summary>
+    /// A classic-BPF seccomp filter (the process boundary's, compiled on the host) that commands of users other than
+    /// root start under (<see cref="ConfinementShim"/>); null: none (the process and container boundaries filter the
+    /// whole sandbox already).
+    /// </summary>
+    public string? ConfineFilter { get; init; }
+
+    /// <summary>Confine root's commands too (off: root in the guest keeps its rights, as E2B's templates expect).</summary>
+    public bool ConfineRoot { get; init; }
+
+    /// <summary>
+    /// Harden the kernel the agent runs on at start (<see cref="GuestHardening"/>): sysctls, and a capped cgroup for
+    /// confined commands. Only where the agent owns the kernel (a microVM's guest), never on a shared one.
+    /// </summary>
+    public bool HardenGuest { get; init; }
+
+    private const string Usage = "usage: airlock-guest [--listen ADDR:PORT] [--default-user NAME] [--command-processes N] [--confine-filter BPF] [--confine-root] [--harden-guest]";
+
     public static AgentOptions Parse(string[] args)
     {
         var listen = $"10.254.0.2:{Envd.EnvdProtocol.Port}";
-        string? defaultUser = null;
+        string? defaultUser = null, confineFilter = null;
         int? commandProcesses = null;
+        bool confineRoot = false, hardenGuest = false;
         for (var i = 0; i < args.Length; i++)
         {
             switch (args[i])
@@ -40,8 +59,17 @@ internal sealed record AgentOptions
                     commandProcesses = n;
                     i++;
                     break;
+                case "--confine-filter" when i + 1 < args.Length:
+                    confineFilter = args[++i];
+                    break;
+                case "--confine-root":
+                    confineRoot = true;
+                    break;
+                case "--harden-guest":
+                    hardenGuest = true;
+                    break;
                 default:
-                    throw new ArgumentException($"unknown argument '{args[i]}'; usage: airlock-guest [--listen ADDR:PORT] [--default-user NAME] [--command-processes N]");
+                    throw new ArgumentException($"unknown argument '{args[i]}'; {Usage}");
             }
         }
 
@@ -67,6 +95,20 @@ internal sealed record AgentOptions
         }
 
         Environment.SetEnvironmentVariable("AIRLOCK_ACCESS_TOKEN", null);
-        return new AgentOptions { Listen = endpoint, AccessToken = token, DefaultUser = defaultUser, SandboxEnvironment = environment, CommandProcesses = commandProcesses };
+        if (confineFilter is not null && !File.Exists(confineFilter))
+        {
+            throw new ArgumentException($"--confine-filter '{confineFilter}' does not exist");
+        }
+
+        if (confineRoot && confineFilter is null)
+        {
+            throw new ArgumentException("--confine-root needs --confine-filter");
+        }
+
+        return new AgentOptions
+        {
+            Listen = endpoint, AccessToken = token, DefaultUser = defaultUser, SandboxEnvironment = environment, CommandProcesses = commandProcesses,
+            ConfineFilter = confineFilter, ConfineRoot = confineRoot, HardenGuest = hardenGuest,
+        };
     }
 }

@@ -10,6 +10,9 @@ internal sealed partial class ProcessTable(AgentOptions options, AgentState stat
 {
     private readonly ConcurrentDictionary<uint, ManagedProcess> _processes = new();
 
+    /// <summary>Where confined commands run (a microVM's guest, hardened as the table is made), or null.</summary>
+    private readonly string? _commandCgroup = options.HardenGuest ? GuestHardening.Apply(logger) : null;
+
     public IEnumerable<ManagedProcess> Running => _processes.Values.Where(p => !p.HasExited);
 
     public ManagedProcess Start(StartRequest request, string? user)
@@ -18,6 +21,14 @@ internal sealed partial class ProcessTable(AgentOptions options, AgentState stat
         if (string.IsNullOrEmpty(config.Cmd))
         {
             throw new ConnectException(ConnectCodes.InvalidArgument, "process.cmd is required");
+        }
+
+        foreach (var name in config.Envs.Keys)
+        {
+            if (!IsEnvironmentName(name))
+            {
+                throw new ConnectException(ConnectCodes.InvalidArgument, $"environment variable name '{name.ReplaceLineEndings(" ")}' is not a POSIX name ([A-Za-z_][A-Za-z0-9_]*)");
+            }
         }
 
         if (request.HasTag && Running.Any(p => p.Tag == request.Tag))
@@ -77,6 +88,16 @@ internal sealed partial class ProcessTable(AgentOptions options, AgentState stat
             start.ArgumentList.Add("--");
         }
 
+        if (options.ConfineFilter is { } filter && (account.Uid != 0 || options.ConfineRoot))
+        {
+            // The process boundary's seccomp filter and the command cgroup, installed by the agent's own binary while it
+            // is still root (so sudo keeps working, filtered), before setpriv drops to the user (ConfinementShim).
+            foreach (var arg in ConfinementShim.Prefix(filter, _commandCgroup))
+            {
+                start.ArgumentList.Add(arg);
+            }
+        }
+
         if (account.Uid != users.Self.Uid)
         {
             // The working directory is entered after the drop (env --chdir), so a user cannot start a command in a
@@ -131,8 +152,21 @@ internal sealed partial class ProcessTable(AgentOptions options, AgentState stat
         _processes[managed.Pid] = managed;
         LogStarted(logger, managed.Pid, config.Cmd);
         managed.Exited.ContinueWith(_ => _processes.TryRemove(managed.Pid, out var _), TaskScheduler.Default);
+        if (_commandCgroup is { } cgroup)
+        {
+            // The command's leaf goes once it is empty (now, or at a later exit if it left processes behind).
+            managed.Exited.ContinueWith(_ => ConfinementShim.PruneLeaves(cgroup), TaskScheduler.Default);
+        }
+
         return managed;
     }
+
+    /// <summary>POSIX's portable environment variable names: a letter or underscore, then letters, digits, underscores.</summary>
+    internal static bool IsEnvironmentName(string name) =>
+        name.Length > 0 && !char.IsAsciiDigit(name[0]) && name.AsSpan().IndexOfAnyExcept(EnvironmentNameChars) < 0;
+
+    private static readonly System.Buffers.SearchValues<char> EnvironmentNameChars =
+        System.Buffers.SearchValues.Create("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_");
 
     public ManagedProcess Find(ProcessSelector? selector)
     {

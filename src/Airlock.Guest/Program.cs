@@ -5,6 +5,12 @@ using Microsoft.AspNetCore.Server.Kestrel.Core;
 
 // airlock-guest: the agent inside every sandbox. It speaks envd's protocol so E2B's SDKs work unchanged, and it
 // answers only requests carrying the sandbox's access token (airlockd checks it too; this is the second lock).
+// The same binary is the exec shim that confines a command (seccomp, command cgroup) before it runs.
+if (ConfinementShim.IsInvocation(args))
+{
+    return ConfinementShim.Run(args);
+}
+
 AgentOptions options;
 try
 {

@@ -122,22 +122,31 @@ public sealed partial class EscapeAttemptTests(EscapeFixture fixture, ITestOutpu
     [MemberData(nameof(Boundaries))]
     public async Task Privileged_kernel_interfaces_are_refused(string boundary)
     {
-        // As the sandbox user: mount, new namespaces with privileges, keyctl, bpf, perf_event_open, module load, ptrace of
-        // pid 1. In the process boundary seccomp and the missing capabilities refuse them; in a microVM they are refused
-        // by the guest kernel to an unprivileged user (and would reach only the guest kernel if they were not).
+        // As the sandbox user: mount, keyctl, bpf, perf_event_open, module load, ptrace of pid 1 and of the caller's own
+        // child, setns. In the process and container boundaries seccomp and the missing capabilities refuse them; in a
+        // microVM the guest agent starts user commands under the same seccomp filter, so the calls a well-formed
+        // request would get through to the guest kernel (a session keyring, a software perf counter, tracing one's own
+        // child) are refused with EPERM before the kernel looks at them.
         var output = await Attack(boundary, """
             python3 - <<'PY'
-            import ctypes, os
+            import ctypes, os, signal, struct
             libc = ctypes.CDLL(None, use_errno=True)
+            libc.syscall.restype = ctypes.c_long
             def call(name, nr, *args):
-                r = libc.syscall(nr, *args)
-                print(("ALLOWED " if r >= 0 else "refused ") + name, os.strerror(ctypes.get_errno()) if r < 0 else r)
+                r = libc.syscall(ctypes.c_long(nr), *[ctypes.c_long(a) if isinstance(a, int) else a for a in args])
+                print(("ALLOWED " if r >= 0 else "refused ") + name, os.strerror(ctypes.get_errno()) if r < 0 else r, flush=True)
             call("mount", 165, b"none", b"/tmp", b"tmpfs", 0, 0)
-            call("keyctl", 250, 0, 0, 0, 0, 0)
+            call("keyctl", 250, 0, -3, 1, 0, 0)  # KEYCTL_GET_KEYRING_ID of the session keyring, creating it
             call("bpf", 321, 0, 0, 0)
-            call("perf_event_open", 298, 0, 0, -1, -1, 0)
+            attr = ctypes.create_string_buffer(struct.pack("<IIQ", 1, 128, 0) + bytes(112))  # software cpu-clock counter
+            call("perf_event_open", 298, attr, 0, -1, -1, 0)
             call("init_module", 175, 0, 0, b"")
             call("ptrace-attach-1", 101, 16, 1, 0, 0)
+            child = os.fork()
+            if child == 0:
+                signal.pause(); os._exit(0)
+            call("ptrace-attach-own-child", 101, 16, child, 0, 0)
+            os.kill(child, signal.SIGKILL); os.waitpid(child, 0)
             try:
                 fd = os.open("/proc/1/ns/net", os.O_RDONLY)
             except OSError as e:
@@ -148,9 +157,15 @@ public sealed partial class EscapeAttemptTests(EscapeFixture fixture, ITestOutpu
             grep -E '^(CapEff|CapPrm|NoNewPrivs|Seccomp):' /proc/self/status
             """);
         Assert.DoesNotContain("ALLOWED", output, StringComparison.Ordinal);
-        Assert.Equal(7, output.Split("refused").Length - 1);
+        Assert.Equal(8, output.Split("refused").Length - 1);
+        foreach (var call in new[] { "keyctl", "bpf", "perf_event_open", "ptrace-attach-1", "ptrace-attach-own-child" })
+        {
+            Assert.Contains($"refused {call} Operation not permitted", output, StringComparison.Ordinal);
+        }
+
         Assert.Contains("CapEff:\t0000000000000000", output, StringComparison.Ordinal);
         Assert.Contains("CapPrm:\t0000000000000000", output, StringComparison.Ordinal);
+        Assert.Contains("Seccomp:\t2", output, StringComparison.Ordinal); // filtered in every boundary, the guest included
     }
 
     [Theory(Timeout = 120_000)]

@@ -40,7 +40,72 @@ public sealed partial class EscapeAttemptTests
         // still die out at 20 s) — the pids limit won that race, seen once in a CI run on a loaded host — or the bomb
         // took its own sandbox down and airlockd recorded why (checked in BombAsync). None touches the host or the
         // neighbour, which BombAsync checks.
-        Assert.True(!survived || output.Contains("bomb exit 137", StringComparison.Ordinal) || output.Contains("bomb exit 254", StringComparison.Ordinal), output);
+        Assert.True(!survived || output.Contains("bomb exit 137", StringComparison.Ordinal) || output.Contains("bomb exit 254", StringComparison.Ordinal) || KilledWhole(boundary, output), output);
+
+        // A microVM's guest caps the sandbox user's commands in a cgroup of their own (pids and memory below the guest's
+        // RAM), so the bomb ends inside it and the agent and the guest live on: taking the whole guest down is no
+        // longer an honest outcome there (it used to power off after 70-90 s).
+        Assert.True(survived || boundary != "microvm", $"the fork bomb took its microVM down: {output}");
+    }
+
+    [Fact(Timeout = 300_000)]
+    public async Task A_fork_bomb_holding_memory_leaves_the_microvms_agent_answering_root_during_and_the_user_after()
+    {
+        // The bomb a bounded fork bomb only sometimes is in a microVM: every copy holds 8 MiB it has written, so the
+        // copies exhaust the guest's RAM within seconds. Capped in the guest's command cgroup (memory.max below the RAM,
+        // pids.max, one task's share of the CPU), it ends inside it: the agent, outside, runs root's commands while the
+        // bomb runs, and the user's own once it is over.
+        var sandbox = await fixture.NewSandboxAsync("microvm", 240);
+        try
+        {
+            Assert.Contains("ready", await Attack(sandbox, "echo ready"), StringComparison.Ordinal);
+            using var deadline = new CancellationTokenSource(TimeSpan.FromSeconds(150));
+            var bomb = fixture.Host.RunAsync(sandbox, $$"""
+                timeout -s KILL 40 python3 -c '
+                import os, time
+                end, held = time.time() + 35, []
+                while time.time() < end:
+                    try:
+                        pid = os.fork()
+                    except OSError:
+                        time.sleep(0.05); continue
+                    if pid == 0:
+                        held.append(b"" * (8 << 20))
+                ' 2>/dev/null
+                echo "bomb exit $?"
+                echo {{End}}
+                """, deadline.Token);
+            await Task.WhenAny(bomb, Task.Delay(TimeSpan.FromSeconds(15)));
+
+            // While it runs: root's command through the agent answers within 30 s.
+            var watch = Stopwatch.StartNew();
+            using (var during = new CancellationTokenSource(TimeSpan.FromSeconds(30)))
+            {
+                var root = new System.Text.StringBuilder();
+                await foreach (var output in fixture.Host.Envd(sandbox).StartAsync(new Airlock.Envd.Client.ProcessSpec { Command = "/bin/echo", Args = ["root-alive"], User = "root" }, during.Token))
+                {
+                    if (output is Airlock.Envd.Client.ProcessStdout o)
+                    {
+                        root.Append(System.Text.Encoding.UTF8.GetString(o.Data.Span));
+                    }
+                }
+
+                Assert.Contains("root-alive", root.ToString(), StringComparison.Ordinal);
+            }
+
+            log.WriteLine($"--- root's echo during the bomb took {watch.ElapsedMilliseconds} ms");
+            // The bomb ends at its first OOM kill, the whole command at once (memory.oom.group of its leaf: its shell
+            // too, hence no "bomb exit" then), or at the latest when timeout kills it; either way SIGKILL, 137.
+            var (exit, stdout, stderr) = await bomb;
+            log.WriteLine($"--- the bomb ended with {exit}, {watch.ElapsedMilliseconds} ms after root's echo was sent:\n{stdout}{stderr}");
+            Assert.True(exit == 137 || stdout.Contains("bomb exit 137", StringComparison.Ordinal), $"{exit}: {stdout}{stderr}");
+            using var after = new CancellationTokenSource(TimeSpan.FromSeconds(30));
+            Assert.Contains("user-alive", await Attack(sandbox, "echo user-alive", after.Token), StringComparison.Ordinal);
+        }
+        finally
+        {
+            await fixture.Host.Http.DeleteAsync($"/sandboxes/{sandbox.SandboxId}");
+        }
     }
 
     [Theory(Timeout = 240_000)]
@@ -62,7 +127,8 @@ public sealed partial class EscapeAttemptTests
             """);
         Assert.DoesNotContain("MEMORY-BOMB-SURVIVED", output, StringComparison.Ordinal);
         Assert.True(survived, "the memory bomb took its sandbox down instead of only itself");
-        Assert.Contains("bomb exit 137", output, StringComparison.Ordinal); // SIGKILL: the OOM killer of the sandbox's cgroup or guest
+        // SIGKILL: the OOM killer of the sandbox's cgroup, or in a microVM of the command's own cgroup leaf (the whole command).
+        Assert.True(output.Contains("bomb exit 137", StringComparison.Ordinal) || KilledWhole(boundary, output), output);
         var peak = System.Text.RegularExpressions.Regex.Matches(output, @"allocated (\d+)").Select(m => int.Parse(m.Groups[1].Value, CultureInfo.InvariantCulture)).DefaultIfEmpty(0).Max();
         Assert.InRange(peak, 32, limit);
     }
@@ -152,7 +218,7 @@ public sealed partial class EscapeAttemptTests
             var droppedMiB = (freeBefore - new DriveInfo(fixture.Host.DataDir).AvailableFreeSpace) / (1024 * 1024);
             await AssertNeighbourhoodAsync(other);
             var survived = await WorksOrEndedHonestlyAsync(sandbox);
-            Assert.True(!survived || output.Contains(End, StringComparison.Ordinal), output); // a sandbox that lives finished its bomb
+            Assert.True(!survived || output.Contains(End, StringComparison.Ordinal) || KilledWhole(boundary, output), output); // a sandbox that lives finished its bomb
             Assert.True(fillsDisk || droppedMiB <= SlackMiB, $"the host's free disk space dropped by {droppedMiB} MiB: {output}");
             result = (output, droppedMiB, survived);
         }
@@ -177,10 +243,19 @@ public sealed partial class EscapeAttemptTests
 
     private async Task<string> Attack(SandboxCreated sandbox, string script, CancellationToken cancellationToken = default)
     {
-        var (_, stdout, stderr) = await fixture.Host.RunAsync(sandbox, script, cancellationToken);
-        log.WriteLine($"--- {sandbox.Boundary.Boundary} {sandbox.SandboxId}:\n{stdout}{stderr}");
-        return stdout + stderr;
+        var (exit, stdout, stderr) = await fixture.Host.RunAsync(sandbox, script, cancellationToken);
+        log.WriteLine($"--- {sandbox.Boundary.Boundary} {sandbox.SandboxId}:\n{stdout}{stderr}\n{CommandExit}{exit}");
+        return $"{stdout}{stderr}\n{CommandExit}{exit}";
     }
+
+    private const string CommandExit = "command exit ";
+
+    /// <summary>
+    /// In a microVM each of the user's commands has a cgroup leaf whose memory.oom.group makes an OOM kill end the whole
+    /// command, its shell included: then the script prints nothing more and the command itself ends with SIGKILL.
+    /// </summary>
+    private static bool KilledWhole(string boundary, string output) =>
+        boundary == "microvm" && output.EndsWith(CommandExit + "137", StringComparison.Ordinal);
 
     private async Task AssertNeighbourhoodAsync(SandboxCreated other)
     {

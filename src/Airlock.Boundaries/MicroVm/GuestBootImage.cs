@@ -1,6 +1,7 @@
 using System.Globalization;
 using System.Security.Cryptography;
 using System.Text;
+using Airlock.Boundaries.Seccomp;
 using CliWrap;
 using CliWrap.Buffered;
 
@@ -11,13 +12,14 @@ public sealed record GuestBoot(string Kernel, string KernelRelease, string Initr
 
 /// <summary>
 /// Builds Airlock's initramfs once per set of inputs: busybox-static, the virtio/block/net modules of the installed
-/// Debian cloud kernel, tini as pid 1, the guest agent, and an init that mounts the sandbox's disk, sets up its network
-/// and starts the agent. Cached under <c>&lt;cache&gt;/boot-&lt;hash&gt;/</c>; any changed input gives a new hash.
+/// Debian cloud kernel, tini as pid 1, the guest agent, the process boundary's seccomp filter (compiled here, on the
+/// host, so the guest needs no libseccomp) for the agent to start the sandbox user's commands under, and an init that
+/// mounts the sandbox's disk, sets up its network and starts the agent hardening the guest. Cached under <c>&lt;cache&gt;/boot-&lt;hash&gt;/</c>; any changed input gives a new hash.
 /// </summary>
 public static class GuestBootImage
 {
     /// <summary>Bumped whenever the init script or the layout changes.</summary>
-    private const string Version = "airlock-initramfs-2";
+    private const string Version = "airlock-initramfs-3";
 
     /// <summary>Modules the guest needs, in load order; modprobe resolves their dependencies.</summary>
     public static readonly IReadOnlyList<string> Modules = ["virtio_mmio", "virtio_pci", "virtio_blk", "virtio_net", "virtio-rng", "overlay"];
@@ -32,7 +34,8 @@ public static class GuestBootImage
     {
         var release = Path.GetFileName(kernel)["vmlinuz-".Length..];
         var modules = await ResolveModulesAsync(release, cancellationToken);
-        var inputs = new List<string> { Version, release, Init };
+        var seccomp = SeccompProfile.Compile(Path.Combine(cacheDir, "tmp"));
+        var inputs = new List<string> { Version, release, Init, seccomp.Description };
         foreach (var file in new[] { kernel, busybox, tini, agent }.Concat(modules))
         {
             inputs.Add(file + ":" + await HashFileAsync(file, cancellationToken));
@@ -59,6 +62,7 @@ public static class GuestBootImage
                     cpio.AddFile("bin/busybox", await File.ReadAllBytesAsync(busybox, cancellationToken), 0x1ED);
                     cpio.AddFile("airlock/tini", await File.ReadAllBytesAsync(tini, cancellationToken), 0x1ED);
                     cpio.AddFile("airlock/airlock-guest", await File.ReadAllBytesAsync(agent, cancellationToken), 0x1ED);
+                    cpio.AddFile("airlock/seccomp.bpf", seccomp.Bpf);
                     var order = new StringBuilder();
                     foreach (var module in modules)
                     {
@@ -158,6 +162,7 @@ public static class GuestBootImage
         mount -t tmpfs -o mode=0755,size=64m,nosuid,nodev airlock /newroot/.airlock
         mkdir /newroot/.airlock/bin
         cp /airlock/tini /airlock/airlock-guest /newroot/.airlock/bin/
+        cp /airlock/seccomp.bpf /newroot/.airlock/seccomp.bpf
         mount -o remount,ro /newroot/.airlock
         hostname "${name:-sandbox}"
         ip link set lo up
@@ -174,6 +179,6 @@ public static class GuestBootImage
         mount -t cgroup2 cgroup2 /newroot/sys/fs/cgroup 2>/dev/null
         export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
         export AIRLOCK_ACCESS_TOKEN="$token"
-        exec switch_root /newroot /.airlock/bin/tini -s -- /.airlock/bin/airlock-guest --listen 10.254.0.2:49983 --default-user user
+        exec switch_root /newroot /.airlock/bin/tini -s -- /.airlock/bin/airlock-guest --listen 10.254.0.2:49983 --default-user user --confine-filter /.airlock/seccomp.bpf --harden-guest
         """;
 }
