@@ -12,6 +12,11 @@ if (args.Contains("--container"))
     return;
 }
 
+if (args.Contains("--fuzz"))
+{
+    Environment.Exit(await FuzzBench.RunAsync(Arg("--seed", Environment.TickCount & 0xffff), Arg("--count", 10_000), args.Contains("--medium") ? "medium" : "low", args.Contains("--dry-run")));
+}
+
 if (args.Contains("--microvm"))
 {
     await MicroVmBench.RunAsync(Arg("--cold-runs", 3), Arg("--create-runs", 10), Arg("--pause-runs", 5));

@@ -13,7 +13,8 @@ namespace Airlock.Testing.Fuzz;
 /// The scene a fuzz run plays on: a sandbox of mine to aim at, a second tenant with a sandbox and a marker file that
 /// must stay untouched, a killed sandbox id, and host sentinel files that traversal paths name. After the run,
 /// <see cref="VerifyAsync"/> lists every rule broken: host files or data directory changed, the other tenant's sandbox
-/// touched, a sandbox created, airlockd no longer serving.
+/// touched, a sandbox created, airlockd no longer serving. Run it on an airlockd whose tenant quota is one sandbox
+/// (<see cref="Configure(Airlock.Server.AirlockServerOptions)"/>): a fuzzed create that happens to be valid is then refused instead of booting a sandbox.
 /// </summary>
 public sealed class FuzzSession : IAsyncDisposable
 {
@@ -42,6 +43,9 @@ public sealed class FuzzSession : IAsyncDisposable
 
     public FuzzTargets Targets { get; }
 
+    /// <summary>The server options a fuzz run needs: one sandbox per tenant (the fuzzed one).</summary>
+    public static Airlock.Server.AirlockServerOptions Configure(Airlock.Server.AirlockServerOptions options) => options with { MaxSandboxesPerTenant = 1 };
+
     public static async Task<FuzzSession> StartAsync(AirlockHost host, NewSandboxRequest request, CancellationToken cancellationToken)
     {
         ArgumentNullException.ThrowIfNull(host);
@@ -58,6 +62,8 @@ public sealed class FuzzSession : IAsyncDisposable
         await store.AddApiKeyAsync(new ApiKeyRecord(ApiKeys.NewId(), tenant.TenantId, ApiKeys.Hash(otherKey), "fuzz", DateTimeOffset.UtcNow), cancellationToken);
         var other = host.NewClient(otherKey);
 
+        var killed = await host.CreateSandboxAsync(request, cancellationToken);
+        (await host.Http.DeleteAsync($"/sandboxes/{killed.SandboxId}", cancellationToken)).EnsureSuccessStatusCode();
         var mine = await host.CreateSandboxAsync(request, cancellationToken);
         await host.RunAsync(mine, "mkdir -p /home/user/fuzz", cancellationToken);
         using var created = await other.PostAsJsonAsync("/sandboxes", request, ApiJsonContext.Default.NewSandboxRequest, cancellationToken);
@@ -70,9 +76,6 @@ public sealed class FuzzSession : IAsyncDisposable
         }
 
         var listing = await ListingAsync(host, otherSandbox, cancellationToken);
-
-        var killed = await host.CreateSandboxAsync(request, cancellationToken);
-        (await host.Http.DeleteAsync($"/sandboxes/{killed.SandboxId}", cancellationToken)).EnsureSuccessStatusCode();
 
         var targets = new FuzzTargets(
             host.ApiKey,
@@ -95,13 +98,19 @@ public sealed class FuzzSession : IAsyncDisposable
 
     private IEnumerable<string> HostRoots() => ["/etc/airlock-fuzz-sentinel", "/etc/airlock-fuzz-written", _sentinelDir, "/home/user", "/tmp/fuzz-0", "/relative"];
 
-    /// <summary>The data directory but what changes by design: the database and the fuzzed sandbox's own disk.</summary>
+    /// <summary>
+    /// The data directory but what changes by design (the database, logs, the fuzzed sandbox's own disk) and the
+    /// mounted views of a layer (merged rootfs, lower, overlay work dir: their changes show in the layer's upper dir).
+    /// </summary>
     private bool SkipInDataDir(string path)
     {
         var name = Path.GetFileName(path);
+        var parent = Path.GetFileName(Path.GetDirectoryName(path)) ?? "";
         return name.StartsWith(Airlock.Storage.SqliteStore.FileName, StringComparison.Ordinal)
             || name.EndsWith(".log", StringComparison.Ordinal)
-            || path == Path.Combine(_host.DataDir, "sandboxes", Targets.Mine.Id);
+            || path == Path.Combine(_host.DataDir, "sandboxes", Targets.Mine.Id)
+            || name is "merged" or "lower" or "rootfs"
+            || (name == "work" && parent == "layer");
     }
 
     /// <summary>Every rule the run broke; empty when airlockd, the host and the other tenant came through untouched.</summary>
@@ -149,7 +158,9 @@ public sealed class FuzzSession : IAsyncDisposable
             broken.Add($"an unexpected sandbox {sandbox.SandboxId} ({sandbox.State}) exists");
         }
 
-        // And airlockd still does its job: a new sandbox runs a command.
+        // And airlockd still does its job: a new sandbox runs a command (the fuzzed one goes first: with a tenant
+        // quota of one sandbox, no create the fuzz sends can start anything).
+        await _host.Http.DeleteAsync($"/sandboxes/{Targets.Mine.Id}", cancellationToken);
         try
         {
             var probe = await _host.CreateSandboxAsync(new NewSandboxRequest { TemplateId = "base", Risk = "low", Timeout = 120 }, cancellationToken);
