@@ -20,7 +20,7 @@ public static class SoakDriver
 {
     private const string Dir = "/home/user/soak";
 
-    /// <param name="pauseBody">The pause request for a cycle (null body: the boundary's default pause).</param>
+    /// <summary>Runs <paramref name="cycles"/> cycles; <paramref name="pauseBody"/> gives each cycle's pause request (null: the boundary's default).</summary>
     public static async Task<IReadOnlyList<SoakCycle>> RunAsync(AirlockHost host, SandboxCreated sandbox, int cycles, Func<int, PauseRequest?> pauseBody, Action<SoakCycle> progress, CancellationToken cancellationToken)
     {
         ArgumentNullException.ThrowIfNull(host);
