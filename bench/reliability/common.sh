@@ -11,7 +11,7 @@ reliability_run() {
   local out=bench/results/$name-$(date -u +%Y%m%d-%H%M).txt
   echo "# command: bench/reliability/$name.sh $*" > "$out"
   set +e
-  dotnet bench/Airlock.Bench/bin/Release/net10.0/Airlock.Bench.dll "$@" 2>/dev/null | grep -v '^\s*$' | grep -v ' info:\| warn:\| fail:\|^ X-Injected' | tee -a "$out"
+  dotnet bench/Airlock.Bench/bin/Release/net10.0/Airlock.Bench.dll "$@" 2>/dev/null | grep --line-buffered -v '^\s*$' | grep --line-buffered -v ' info:\| warn:\| fail:\|^ X-Injected' | tee -a "$out"
   local status=${PIPESTATUS[0]}
   set -e
   echo "recorded in $out (exit $status)"

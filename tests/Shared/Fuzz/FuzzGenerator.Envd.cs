@@ -77,6 +77,16 @@ internal sealed partial class FuzzGenerator
         return FuzzExclusions.SpecialFileReads && special.Any(s => path.Contains(s, StringComparison.Ordinal)) ? "/home/user/fuzz/" + c.Rng.Next(40) : path;
     }
 
+    /// <summary>
+    /// Paths whose removal (as root) wipes the fuzzed sandbox itself (its root, its home, its users): allowed to any
+    /// tenant on its own sandbox, but the rest of the run would then measure a dead target.
+    /// </summary>
+    private static bool Destroys(string path) =>
+        path is "" or "/" or "~" || path.StartsWith("/proc/self/cwd", StringComparison.Ordinal) || path.StartsWith("//", StringComparison.Ordinal)
+        || path.Contains("etc/passwd", StringComparison.Ordinal) || path.Contains("etc/shadow", StringComparison.Ordinal) || path.Contains("..", StringComparison.Ordinal) && !path.Contains("airlock", StringComparison.Ordinal);
+
+    private static string Spared(Ctx c, string path) => Destroys(path) ? "/home/user/fuzz/" + c.Rng.Next(40) : path;
+
     private static string PathJson(Ctx c, string path) => "\"" + Ctx.JsonEscape(path) + "\"";
 
     private static string UnaryBody(Ctx c, string procedure)
@@ -88,9 +98,14 @@ internal sealed partial class FuzzGenerator
             depth = "1"; // a deep walk of / or /proc is slow by nature, not a finding
         }
 
+        if (procedure is "/filesystem.Filesystem/Remove" && Destroys(path))
+        {
+            path = "/home/user/fuzz/" + c.Rng.Next(40);
+        }
+
         return procedure switch
         {
-            "/filesystem.Filesystem/Move" => "{\"source\":" + PathJson(c, SandboxPath(c)) + ",\"destination\":" + PathJson(c, SandboxPath(c)) + "}",
+            "/filesystem.Filesystem/Move" => "{\"source\":" + PathJson(c, Spared(c, SandboxPath(c))) + ",\"destination\":" + PathJson(c, Spared(c, SandboxPath(c))) + "}",
             "/filesystem.Filesystem/ListDir" => "{\"path\":" + PathJson(c, path) + ",\"depth\":" + depth + "}",
             "/process.Process/SendSignal" => "{\"process\":{\"pid\":" + c.Pick(new[] { "0", "1", "-1", "2", "4294967295", "99999", "\"1\"", "null" }) + "},\"signal\":" + c.Pick(new[] { "\"SIGNAL_SIGKILL\"", "\"SIGNAL_SIGTERM\"", "9", "\"SIGSEGV\"", "-3", "null" }) + "}",
             "/process.Process/SendInput" => "{\"process\":{\"pid\":" + c.Rng.Next(-2, 100) + "},\"input\":{\"stdin\":\"" + c.Pick(new[] { "eA==", "!!notbase64", "", "=" }) + "\"}}",
@@ -197,7 +212,7 @@ internal sealed partial class FuzzGenerator
     {
         var headers = Envd(c, c.T.Mine).ToList();
         var upload = c.Chance(50);
-        var path = upload ? SandboxPath(c) : ReadablePath(c);
+        var path = upload ? Spared(c, SandboxPath(c)) : ReadablePath(c);
         var query = new List<string>();
         if (c.Chance(90))
         {
@@ -265,7 +280,7 @@ internal sealed partial class FuzzGenerator
     private static FuzzRequest EnvdSigned(Ctx c)
     {
         var read = c.Chance(60);
-        var path = read ? ReadablePath(c) : SandboxPath(c);
+        var path = read ? ReadablePath(c) : Spared(c, SandboxPath(c));
         var user = c.Chance(70) ? "" : c.Pick(Users);
         long? expiration = c.Chance(50) ? null : DateTimeOffset.UtcNow.ToUnixTimeSeconds() + c.Pick(new long[] { 600, -600, 0 });
         var operation = read ? "read" : "write";

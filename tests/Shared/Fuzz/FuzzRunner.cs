@@ -26,10 +26,16 @@ public sealed class FuzzSummary
         sb.Append(CultureInfo.InvariantCulture, $"fuzz seed {Seed}: {Sent} requests in {Elapsed.TotalSeconds:F1} s ({Sent / Math.Max(Elapsed.TotalSeconds, 0.001):F0}/s), {Failures.Count} broke a rule\n");
         sb.Append("  by status: ").AppendJoin(", ", ByStatus.OrderBy(kv => kv.Key, StringComparer.Ordinal).Select(kv => $"{kv.Key}={kv.Value}")).Append('\n');
         sb.Append("  by family: ").AppendJoin(", ", ByFamily.OrderBy(kv => kv.Key, StringComparer.Ordinal).Select(kv => $"{kv.Key}={kv.Value}")).Append('\n');
-        foreach (var failure in Failures.Take(25))
+        // Every kind of failure (rule, status, family) with its count and its first two requests, replayable by index.
+        foreach (var kind in Failures.GroupBy(f => (f.Problem, f.Status, f.Request.Family)).OrderBy(g => g.Min(f => f.Request.Index)))
         {
-            sb.Append("  FAIL ").Append(failure.Problem).Append(" (status ").Append(failure.Status).Append("): ").Append(failure.Request.Describe())
-              .Append("\n    answer: ").Append(failure.BodyStart).Append('\n');
+            sb.Append(CultureInfo.InvariantCulture, $"  FAIL x{kind.Count()} {kind.Key.Problem} (status {kind.Key.Status}, {kind.Key.Family}), requests #")
+              .AppendJoin(", #", kind.Select(f => f.Request.Index).Order().Take(20)).Append('\n');
+            foreach (var failure in kind.OrderBy(f => f.Request.Index).Take(2))
+            {
+                sb.Append("    ").Append(failure.Request.Describe().Replace("\n", "\n    ", StringComparison.Ordinal))
+                  .Append("\n      answer: ").Append(failure.BodyStart).Append('\n');
+            }
         }
 
         return sb.ToString();

@@ -24,12 +24,14 @@ public sealed class FuzzSession : IAsyncDisposable
     private readonly string _sentinelDir;
     private readonly byte[] _marker;
     private readonly SandboxCreated _otherSandbox;
+    private readonly SandboxCreated _mine;
     private readonly string _otherListing;
     private readonly TreeSnapshot _hostBefore;
     private readonly TreeSnapshot _dataBefore;
 
-    private FuzzSession(AirlockHost host, HttpClient other, string sentinelDir, byte[] marker, SandboxCreated otherSandbox, string otherListing, FuzzTargets targets)
+    private FuzzSession(AirlockHost host, HttpClient other, string sentinelDir, byte[] marker, SandboxCreated mine, SandboxCreated otherSandbox, string otherListing, FuzzTargets targets)
     {
+        _mine = mine;
         _host = host;
         _other = other;
         _sentinelDir = sentinelDir;
@@ -87,7 +89,7 @@ public sealed class FuzzSession : IAsyncDisposable
                 "/etc/airlock-fuzz-sentinel", "/etc/airlock-fuzz-written", sentinelDir, Path.Combine(sentinelDir, "a.txt"), Path.Combine(sentinelDir, "sub", "b.txt"),
                 Path.Combine(host.DataDir, "bootstrap-key"), Path.Combine(host.DataDir, "sandboxes", otherSandbox.SandboxId), "/etc/shadow",
             ]);
-        return new FuzzSession(host, other, sentinelDir, marker, otherSandbox, listing, targets);
+        return new FuzzSession(host, other, sentinelDir, marker, mine, otherSandbox, listing, targets);
     }
 
     private static async Task<string> ListingAsync(AirlockHost host, SandboxCreated sandbox, CancellationToken cancellationToken)
@@ -156,6 +158,20 @@ public sealed class FuzzSession : IAsyncDisposable
         foreach (var sandbox in mine!.Where(s => s.SandboxId != Targets.Mine.Id))
         {
             broken.Add($"an unexpected sandbox {sandbox.SandboxId} ({sandbox.State}) exists");
+        }
+
+        // The fuzzed sandbox itself still runs commands (the generator never wipes it: a dead agent is a finding).
+        try
+        {
+            var (exit, stdout, _) = await _host.RunAsync(_mine, "echo alive", cancellationToken);
+            if ((exit, stdout) != (0, "alive\n"))
+            {
+                broken.Add($"the fuzzed sandbox ran `echo alive` as {exit} {stdout}");
+            }
+        }
+        catch (Exception ex) when (ex is HttpRequestException or EnvdException or IOException)
+        {
+            broken.Add("the fuzzed sandbox no longer runs commands: " + ex.Message);
         }
 
         // And airlockd still does its job: a new sandbox runs a command (the fuzzed one goes first: with a tenant
