@@ -194,7 +194,13 @@ internal sealed partial class FuzzGenerator
         var headers = Envd(c, c.T.Mine).ToList();
         headers.Add(H("Content-Type", c.Chance(80) ? "application/connect+json" : c.Pick(new[] { "application/json", "application/connect+proto", "application/grpc-web+json", "text/html" })));
         headers.Add(H("Connect-Protocol-Version", "1"));
-        if (c.Chance(50))
+        if (procedure.EndsWith("WatchDir", StringComparison.Ordinal))
+        {
+            // A watch streams until the client goes or its deadline passes, by design: always give it a deadline
+            // (a server that ignores it shows up as "no complete answer").
+            headers.Add(H("Connect-Timeout-Ms", c.Pick(new[] { "1", "500", "2000" })));
+        }
+        else if (c.Chance(50))
         {
             headers.Add(H("Connect-Timeout-Ms", c.Pick(new[] { "1", "5000", "0", "-1", "99999999999999999999", "abc" })));
         }

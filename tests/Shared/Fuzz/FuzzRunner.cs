@@ -20,11 +20,15 @@ public sealed class FuzzSummary
     public ConcurrentDictionary<string, int> ByFamily { get; } = new(StringComparer.Ordinal);
     public ConcurrentQueue<FuzzOutcome> Failures { get; } = new();
 
+    /// <summary>The first request (lowest index) that got each status: a replay handle for every kind of answer.</summary>
+    public ConcurrentDictionary<int, int> FirstByStatus { get; } = new();
+
     public string Describe()
     {
         var sb = new StringBuilder();
         sb.Append(CultureInfo.InvariantCulture, $"fuzz seed {Seed}: {Sent} requests in {Elapsed.TotalSeconds:F1} s ({Sent / Math.Max(Elapsed.TotalSeconds, 0.001):F0}/s), {Failures.Count} broke a rule\n");
         sb.Append("  by status: ").AppendJoin(", ", ByStatus.OrderBy(kv => kv.Key, StringComparer.Ordinal).Select(kv => $"{kv.Key}={kv.Value}")).Append('\n');
+        sb.Append("  first request per status: ").AppendJoin(", ", FirstByStatus.OrderBy(kv => kv.Key).Select(kv => $"{kv.Key}=#{kv.Value}")).Append('\n');
         sb.Append("  by family: ").AppendJoin(", ", ByFamily.OrderBy(kv => kv.Key, StringComparer.Ordinal).Select(kv => $"{kv.Key}={kv.Value}")).Append('\n');
         // Every kind of failure (rule, status, family) with its count and its first two requests, replayable by index.
         foreach (var kind in Failures.GroupBy(f => (f.Problem, f.Status, f.Request.Family)).OrderBy(g => g.Min(f => f.Request.Index)))
@@ -70,6 +74,7 @@ public static class FuzzRunner
                 var outcome = await SendAsync(server, host, request, perRequest, ct);
                 summary.ByStatus.AddOrUpdate(outcome.Status == 0 ? "none" : outcome.Status.ToString(CultureInfo.InvariantCulture), 1, (_, n) => n + 1);
                 summary.ByFamily.AddOrUpdate(request.Family, 1, (_, n) => n + 1);
+                summary.FirstByStatus.AddOrUpdate(outcome.Status, request.Index, (_, i) => Math.Min(i, request.Index));
                 if (outcome.Problem.Length > 0)
                 {
                     summary.Failures.Enqueue(outcome);
@@ -200,7 +205,7 @@ public static class FuzzRunner
 
     private static string Snippet(MemoryStream received)
     {
-        var text = Encoding.UTF8.GetString(received.GetBuffer(), 0, (int)Math.Min(received.Length, 600));
-        return text.ReplaceLineEndings(" | ");
+        var text = Encoding.UTF8.GetString(received.GetBuffer(), 0, (int)Math.Min(received.Length, 600)).ReplaceLineEndings(" | ");
+        return new string(text.Select(ch => char.IsControl(ch) ? '.' : ch).ToArray());
     }
 }
