@@ -84,7 +84,7 @@ internal static class ReliabilityBench
                 rawBwrap.Add((await Stats.SpawnAsync(new ProcessStartInfo("bwrap", ["--ro-bind", rootfs, "/", "--proc", "/proc", "--dev", "/dev", "--unshare-all", "--die-with-parent", "--new-session", "/bin/echo", "hi"]))).Exit);
             }
 
-            Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"baseline raw bwrap spawn->exit (echo), idle host   p50 {LoadResult.P(rawBwrap, 50),8:F1} ms  p99 {LoadResult.P(rawBwrap, 99),8:F1} ms  (n={rawBwrap.Count})"));
+            Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"baseline raw bwrap spawn->exit (echo), same run     p50 {LoadResult.P(rawBwrap, 50),8:F1} ms  p99 {LoadResult.P(rawBwrap, 99),8:F1} ms  (n={rawBwrap.Count})"));
 
             if (processes > 0)
             {
