@@ -38,10 +38,13 @@ internal static class FuzzBench
         {
             using var cts = new CancellationTokenSource(TimeSpan.FromMinutes(30));
             await using var session = await FuzzSession.StartAsync(host, new NewSandboxRequest { TemplateId = "base", Risk = risk, Timeout = 3600 }, cts.Token);
-            var summary = await FuzzRunner.RunAsync(new IPEndPoint(IPAddress.Loopback, host.BaseUrl.Port), new FuzzGenerator(seed, session.Targets).Generate(count), seed, 4, TimeSpan.FromSeconds(30), TimeSpan.FromMinutes(25), cts.Token);
+            var generator = new FuzzGenerator(seed, session.Targets);
+            var summary = await FuzzRunner.RunAsync(new IPEndPoint(IPAddress.Loopback, host.BaseUrl.Port), generator.Generate(count), seed, 4, TimeSpan.FromSeconds(30), TimeSpan.FromMinutes(25), cts.Token);
             var broken = await session.VerifyAsync(cts.Token);
+            var rare = summary.FirstByStatus.Where(kv => kv.Key is 201 or 202 or 301 or 302).Select(kv => "first request answered " + kv.Key + ": " + generator.Make(kv.Value).Describe()).ToList();
             Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"# fuzz, {DateTime.UtcNow:yyyy-MM-dd HH:mm} UTC, {Environment.ProcessorCount} cores, risk {risk}, seed {seed}, {count} requests asked"));
             Console.Write(summary.Describe());
+            rare.ForEach(Console.WriteLine);
             Console.WriteLine(broken.Count == 0 ? "after: host sentinels, data dir, other tenant's sandbox unchanged; airlockd healthy and runs a new sandbox" : "after: " + string.Join("\n  ", broken));
             exit = summary.Failures.IsEmpty && broken.Count == 0 && summary.Sent == count ? 0 : 1;
             Console.WriteLine(exit == 0 ? "result: PASS" : "result: FAIL");
