@@ -32,7 +32,7 @@ internal static class FuzzBench
             return 0;
         }
 
-        await using var host = await AirlockHost.StartAsync();
+        await using var host = await AirlockHost.StartAsync(FuzzSession.Configure); // one sandbox per tenant: no fuzzed create boots
         var exit = 0;
         try
         {
