@@ -80,7 +80,7 @@ internal static class MicroVmBench
     }
 
     /// <summary>Raw QEMU, same machine and accelerator, booting the kernel with a busybox initramfs that prints at /init.</summary>
-    private static async Task<double> RawBootAsync(string accel)
+    internal static async Task<double> RawBootAsync(string accel)
     {
         var kernel = Directory.GetFiles("/boot", "vmlinuz-*-cloud-amd64").OrderDescending(StringComparer.Ordinal).First();
         var initrd = Path.Combine(AirlockHost.VmCacheDir, "probe", "probe.cpio");

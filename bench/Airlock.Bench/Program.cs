@@ -12,6 +12,21 @@ if (args.Contains("--container"))
     return;
 }
 
+if (args.Contains("--fuzz"))
+{
+    Environment.Exit(await FuzzBench.RunAsync(Arg("--seed", Environment.TickCount & 0xffff), Arg("--count", 10_000), args.Contains("--medium") ? "medium" : "low", args.Contains("--dry-run")));
+}
+
+if (args.Contains("--soak"))
+{
+    Environment.Exit(await ReliabilityBench.SoakAsync(Arg("--cycles", 100), Args("--boundaries", "microvm,container")));
+}
+
+if (args.Contains("--load"))
+{
+    Environment.Exit(await ReliabilityBench.LoadAsync(Arg("--processes", 50), Arg("--process-commands", 100), Arg("--vms", 10), Arg("--vm-commands", 20), Arg("--create-concurrency", 8)));
+}
+
 if (args.Contains("--microvm"))
 {
     await MicroVmBench.RunAsync(Arg("--cold-runs", 3), Arg("--create-runs", 10), Arg("--pause-runs", 5));
@@ -81,4 +96,10 @@ int Arg(string name, int fallback)
 {
     var i = Array.IndexOf(args, name);
     return i >= 0 && i + 1 < args.Length ? int.Parse(args[i + 1], CultureInfo.InvariantCulture) : fallback;
+}
+
+string Args(string name, string fallback)
+{
+    var i = Array.IndexOf(args, name);
+    return i >= 0 && i + 1 < args.Length ? args[i + 1] : fallback;
 }

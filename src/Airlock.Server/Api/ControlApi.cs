@@ -325,5 +325,10 @@ internal static class ControlApi
         {
             throw new ApiProblem(StatusCodes.Status413PayloadTooLarge, "body_too_large", $"Request body exceeds the limit of {maxBytes} bytes.");
         }
+        catch (IOException ex) when (ex is not BadHttpRequestException && !context.RequestAborted.IsCancellationRequested)
+        {
+            // Broken framing Kestrel reports as a plain IOException (a chunk size that overflows): the client's fault.
+            throw ApiProblem.BadRequest("invalid_body", $"Request body cannot be read: {ex.Message}");
+        }
     }
 }
