@@ -206,6 +206,27 @@ public sealed class EdgeTests(EdgeFixture fixture) : IClassFixture<EdgeFixture>
         Assert.DoesNotContain(daemon.Stdout.Concat(daemon.Stderr), l => l.Contains(daemon.ApiKey, StringComparison.Ordinal)); // not a terminal: the key stays in its file
     }
 
+    [Fact(Timeout = 120_000)]
+    public async Task A_non_ASCII_header_on_an_envd_route_is_a_400_not_an_unreachable_agent()
+    {
+        // Found by the fuzz suite (seed 1212, #2721): YARP's HttpClient cannot send such a value and airlockd answered 502.
+        var sandbox = await Host.CreateSandboxAsync();
+        using var http = new HttpClient(new SocketsHttpHandler { RequestHeaderEncodingSelector = (_, _) => Encoding.UTF8 }) { BaseAddress = Host.BaseUrl };
+        foreach (var (name, value) in new[] { ("Authorization", "Bearer \u00fcn\u00ef"), ("Connect-Protocol-Version", "\u00fcn\u00ef") })
+        {
+            using var request = new HttpRequestMessage(HttpMethod.Post, "/process.Process/List") { Content = new StringContent("{}", Encoding.UTF8, "application/json") };
+            request.Headers.Add("E2b-Sandbox-Id", sandbox.SandboxId);
+            request.Headers.Add("E2b-Sandbox-Port", EnvdProtocol.Port.ToString(System.Globalization.CultureInfo.InvariantCulture));
+            request.Headers.Add(EnvdProtocol.AccessTokenHeader, sandbox.EnvdAccessToken);
+            request.Headers.TryAddWithoutValidation(name, value);
+            using var response = await http.SendAsync(request);
+            Assert.Equal(HttpStatusCode.BadRequest, response.StatusCode);
+            Assert.Contains("invalid_header", await response.Content.ReadAsStringAsync(), StringComparison.Ordinal);
+        }
+
+        await KillAsync(sandbox.SandboxId);
+    }
+
     private static HttpRequestMessage Download(SandboxCreated sandbox)
     {
         var request = new HttpRequestMessage(HttpMethod.Get, "/files?path=/home/user/big.bin&username=user");

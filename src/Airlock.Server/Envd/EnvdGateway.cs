@@ -129,6 +129,13 @@ internal sealed class EnvdGateway(SandboxLifecycle manager, SandboxConnector con
             return;
         }
 
+        if (FirstUnsendableHeader(context.Request.Headers) is { } header)
+        {
+            // HttpClient (under YARP) refuses to send these, which would surface as the agent being unreachable.
+            await ApiProblem.WriteAsync(context, 400, "invalid_header", $"Header '{Uri.EscapeDataString(header)}' has a value that is not printable ASCII.");
+            return;
+        }
+
         var observeProcess = false;
         ObservedUpload? upload = null;
         using var transfer = path == "/files" ? _transfers.TryEnter(sandboxId) : null;
@@ -227,6 +234,26 @@ internal sealed class EnvdGateway(SandboxLifecycle manager, SandboxConnector con
             }
         }
     }
+
+    /// <summary>The first header whose value holds anything but printable ASCII and tabs (RFC 9110 field-value as sent).</summary>
+    private static string? FirstUnsendableHeader(IHeaderDictionary headers)
+    {
+        foreach (var (name, values) in headers)
+        {
+            foreach (var value in values)
+            {
+                if (value is not null && value.AsSpan().ContainsAnyExcept(PrintableAscii))
+                {
+                    return name;
+                }
+            }
+        }
+
+        return null;
+    }
+
+    private static readonly System.Buffers.SearchValues<char> PrintableAscii =
+        System.Buffers.SearchValues.Create("\t !\"#$%&'()*+,-./0123456789:;<=>?@ABCDEFGHIJKLMNOPQRSTUVWXYZ[\\]^_`abcdefghijklmnopqrstuvwxyz{|}~");
 
     /// <summary>A <c>GET</c> or <c>POST /files</c> that carries E2B's URL signature (<c>signature=v1_…</c>) instead of a token.</summary>
     private static bool IsSignedFileUrl(HttpRequest request) =>

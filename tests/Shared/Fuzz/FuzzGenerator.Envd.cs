@@ -24,14 +24,10 @@ internal sealed partial class FuzzGenerator
     private static readonly string[] Users = ["", "user", "root", "nobody", "nosuchuser", "0", "../root", "user\0root", "ünï"];
 
     /// <summary>
-    /// A header value for an envd route. Finding of this suite (seed 1212, e.g. #2721; owner: the edge helper,
-    /// EnvdGateway): a non-ASCII header value (<c>Authorization: Bearer ünï</c>, <c>Connect-Protocol-Version: ünï…</c>)
-    /// passes the gateway, YARP's HttpClient refuses to send it ("Request headers must contain only ASCII characters")
-    /// and airlockd answers 502 sandbox_unreachable for a running sandbox. Non-ASCII is folded to '?' while
-    /// <see cref="FuzzExclusions.NonAsciiEnvdHeaders"/> is set; the lead clears it when the gateway answers 400.
+    /// A header value for an envd route, non-ASCII included: found by this suite (seed 1212, #2721), such a value used to
+    /// pass the gateway and fail in YARP's HttpClient, a 502 for a running sandbox; the gateway now answers 400.
     /// </summary>
-    private static string EnvdHeader(string value) =>
-        FuzzExclusions.NonAsciiEnvdHeaders ? new string(value.Select(ch => ch is >= ' ' and < '\x7f' ? ch : '?').ToArray()) : value;
+    private static string EnvdHeader(string value) => value;
 
     private static IEnumerable<KeyValuePair<string, string>> Envd(Ctx c, FuzzSandbox sandbox) =>
     [
@@ -42,7 +38,7 @@ internal sealed partial class FuzzGenerator
     private static string SandboxPath(Ctx c)
     {
         var sentinel = c.Pick(c.T.HostSentinelPaths);
-        return c.Rng.Next(FuzzExclusions.SpecialFileReads ? 16 : 18) switch
+        return c.Rng.Next(18) switch
         {
             0 => sentinel,
             1 => "../../../../../../.." + sentinel,
@@ -66,16 +62,10 @@ internal sealed partial class FuzzGenerator
     }
 
     /// <summary>
-    /// A path for <c>GET /files</c>. Known finding 2 of issue 12 (GET /files of /proc files and character devices is a
-    /// 500, owned by the guest-agent file API helper) and finding 1 (FIFOs and sockets block an agent thread): such
-    /// paths are left out while <see cref="FuzzExclusions.SpecialFileReads"/> is set (the lead clears it at merge).
+    /// A path for <c>GET /files</c>, /proc files, devices, FIFOs and sockets included (issue 12 findings 1 and 2: they
+    /// were 500s or a blocked agent thread; the agent now streams pseudo-files and refuses special files with 400).
     /// </summary>
-    private static string ReadablePath(Ctx c)
-    {
-        var path = SandboxPath(c);
-        string[] special = ["/proc", "/dev", "/sys", "/run", "/var/run"];
-        return FuzzExclusions.SpecialFileReads && special.Any(s => path.Contains(s, StringComparison.Ordinal)) ? "/home/user/fuzz/" + c.Rng.Next(40) : path;
-    }
+    private static string ReadablePath(Ctx c) => SandboxPath(c);
 
     /// <summary>
     /// Paths whose removal (as root) wipes the fuzzed sandbox itself (its root, its home, its users): allowed to any
