@@ -31,7 +31,9 @@ internal static class DedicatedSpawner
         {
             try
             {
-                done.SetResult(System.Diagnostics.Process.Start(start) ?? throw new InvalidOperationException($"{start.FileName} did not start"));
+                var process = System.Diagnostics.Process.Start(start) ?? throw new InvalidOperationException($"{start.FileName} did not start");
+                Airlock.Sandboxes.Failpoints.Hit(Airlock.Sandboxes.Failpoints.SpawnAfterStart);
+                done.SetResult(process);
             }
             catch (Exception e)
             {

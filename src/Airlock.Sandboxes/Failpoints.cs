@@ -14,6 +14,11 @@ internal static class Failpoints
     public const string CreateAfterInsert = "create.after-insert";
     /// <summary>The sandbox's network namespace, veth and lease exist; no instance.</summary>
     public const string CreateAfterNetwork = "create.after-network";
+    /// <summary>
+    /// A sandbox's launch chain (sh → nsenter → setpriv → bwrap | runc | qemu) was just forked and exec'd: the first
+    /// instructions of a child, before it reaches the sandbox runtime (compiled into Airlock.Boundaries too).
+    /// </summary>
+    public const string SpawnAfterStart = "spawn.after-start";
     /// <summary>The driver has started the boundary (bwrap: just spawned; runc: init pid known; qemu: QMP up).</summary>
     public const string CreateAfterDriverStart = "create.after-driver-start";
     /// <summary>The agent answers; the store still says <c>creating</c>.</summary>
