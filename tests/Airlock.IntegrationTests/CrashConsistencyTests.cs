@@ -26,7 +26,7 @@ namespace Airlock.IntegrationTests;
 [Trait("Category", "Integration")]
 public sealed class CrashConsistencyTests
 {
-    private static readonly string[] CreateSteps = ["create.after-insert", "create.after-network", "create.after-driver-start", "create.before-running"];
+    private static readonly string[] CreateSteps = ["create.after-insert", "create.after-network", "spawn.after-start", "create.after-driver-start", "create.before-running"];
     private static readonly string[] PauseSteps = ["pause.after-pausing", "pause.after-driver", "pause.before-paused"];
     private static readonly string[] ResumeKillSteps = ["resume.after-network", "resume.before-running", "kill.after-stop", "kill.before-record"];
     private static readonly bool FullMatrix = Environment.GetEnvironmentVariable("AIRLOCK_CRASH_MATRIX") == "full";
@@ -168,7 +168,7 @@ public sealed class CrashConsistencyTests
     private static async Task<string?> DriveToFailpointAsync(Daemon daemon, string risk, string step)
     {
         var request = new NewSandboxRequest { TemplateId = "base", Risk = risk, Timeout = 120 };
-        if (step.StartsWith("create.", StringComparison.Ordinal))
+        if (step.StartsWith("create.", StringComparison.Ordinal) || step.StartsWith("spawn.", StringComparison.Ordinal))
         {
             await Assert.ThrowsAnyAsync<HttpRequestException>(() => daemon.Http.PostAsJsonAsync("/sandboxes", request, ApiJsonContext.Default.NewSandboxRequest));
             return null;
