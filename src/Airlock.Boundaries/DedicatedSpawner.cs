@@ -1,5 +1,6 @@
 using System.Collections.Concurrent;
 using System.Diagnostics;
+using Airlock.Sandboxes;
 
 namespace Airlock.Boundaries;
 
@@ -31,14 +32,35 @@ internal static class DedicatedSpawner
         {
             try
             {
+                SlowLaunchForFailpoint(start);
                 var process = System.Diagnostics.Process.Start(start) ?? throw new InvalidOperationException($"{start.FileName} did not start");
-                Airlock.Sandboxes.Failpoints.Hit(Airlock.Sandboxes.Failpoints.SpawnAfterStart);
+                Failpoints.Hit(Failpoints.SpawnAfterStart);
                 done.SetResult(process);
             }
             catch (Exception e)
             {
                 done.SetException(e);
             }
+        }
+    }
+
+    /// <summary>
+    /// With the spawn failpoint armed (tests only), the launch chain first sleeps 300 ms, as a slow host would make it
+    /// (cgroup v1 attach waits for RCU grace periods): airlockd dies before the chain reaches its sandbox runtime, every time.
+    /// </summary>
+    private static void SlowLaunchForFailpoint(ProcessStartInfo start)
+    {
+        if (!Failpoints.IsArmed(Failpoints.SpawnAfterStart))
+        {
+            return;
+        }
+
+        string[] chain = [start.FileName, .. start.ArgumentList];
+        start.FileName = "/bin/sh";
+        start.ArgumentList.Clear();
+        foreach (var arg in (string[])["-c", """sleep 0.3; exec "$@" """, "airlock-slow-launch", .. chain])
+        {
+            start.ArgumentList.Add(arg);
         }
     }
 }

@@ -41,6 +41,9 @@ internal static class Failpoints
     /// <summary>The one armed failpoint, read once at startup (null: none, the production case).</summary>
     private static readonly string? Armed = Environment.GetEnvironmentVariable("AIRLOCK_FAILPOINT") is { Length: > 0 } name ? name : null;
 
+    /// <summary>Whether <paramref name="name"/> is the armed failpoint (for a seam that must prepare before the step).</summary>
+    public static bool IsArmed(string name) => Armed is not null && string.Equals(Armed, name, StringComparison.Ordinal);
+
     /// <summary>SIGKILLs this process when <paramref name="name"/> is the armed failpoint; otherwise returns at once.</summary>
     public static void Hit(string name)
     {
