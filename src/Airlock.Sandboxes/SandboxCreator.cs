@@ -46,6 +46,7 @@ internal sealed class SandboxCreator(SandboxContext context, ITemplateSource tem
         try
         {
             await context.Store.InsertSandboxAsync(record, cancellationToken);
+            Failpoints.Hit(Failpoints.CreateAfterInsert);
         }
         catch
         {
@@ -77,8 +78,10 @@ internal sealed class SandboxCreator(SandboxContext context, ITemplateSource tem
             var rootfs = await templates.GetRootFsAsync(record.TemplateId, cancellationToken);
             Directory.CreateDirectory(context.Options.StateDir(id));
             network = await context.Network.CreateAsync(id, admission.Network, cancellationToken);
+            Failpoints.Hit(Failpoints.CreateAfterNetwork);
             var launch = context.Launch(record, token, network, rootfs, coldBoot: spec.ColdBoot);
             instance = await context.Drivers[record.Boundary].StartAsync(launch, cancellationToken);
+            Failpoints.Hit(Failpoints.CreateAfterDriverStart);
             context.Connector.Register(id, network);
             if (instance.BootToken is { } bootToken)
             {
@@ -89,6 +92,7 @@ internal sealed class SandboxCreator(SandboxContext context, ITemplateSource tem
                 await context.Agent.WaitReadyAsync(id, token, instance, cancellationToken);
             }
 
+            Failpoints.Hit(Failpoints.CreateBeforeRunning);
             var report = admission.Downgrade is null ? instance.Report : instance.Report with { Downgrade = admission.Downgrade };
             record = record with { State = SandboxState.Running, Report = report, Network = network, HostPid = instance.HostPid, Usage = record.Usage with { MeteredAt = context.Now } };
             await context.Store.UpdateSandboxAsync(record, cancellationToken);

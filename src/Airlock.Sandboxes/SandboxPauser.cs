@@ -99,6 +99,7 @@ internal sealed class SandboxPauser(SandboxContext context, SandboxTerminator te
             live.TimeoutTimer?.Dispose();
             live.Record = live.Record with { State = SandboxState.Pausing };
             await context.Store.UpdateSandboxAsync(live.Record, CancellationToken.None);
+            Failpoints.Hit(Failpoints.PauseAfterPausing);
             var stopwatch = Stopwatch.StartNew();
             var usage = meter.Running(live, context.Now);
             try
@@ -116,6 +117,7 @@ internal sealed class SandboxPauser(SandboxContext context, SandboxTerminator te
                 };
             }
 
+            Failpoints.Hit(Failpoints.PauseAfterDriver);
             context.Connector.Unregister(id);
             await live.Instance.DisposeAsync();
             if (live.Record.Network is { } net)
@@ -123,6 +125,7 @@ internal sealed class SandboxPauser(SandboxContext context, SandboxTerminator te
                 await terminator.DeleteNetworkAsync(id, net);
             }
 
+            Failpoints.Hit(Failpoints.PauseBeforePaused);
             var now = context.Now;
             live.Record = live.Record with { State = SandboxState.Paused, PausedAt = now, HostPid = null, Network = null, Usage = usage with { MeteredAt = now } };
             await context.Store.UpdateSandboxAsync(live.Record, CancellationToken.None);

@@ -64,6 +64,7 @@ internal sealed class SandboxResumer(SandboxContext context, UsageMeter meter, S
             record = record with { State = SandboxState.Resuming, Usage = meter.Paused(record, context.Now) };
             await context.Store.UpdateSandboxAsync(record, cancellationToken);
             network = await context.Network.CreateAsync(sandboxId, record.NetworkPolicy, cancellationToken);
+            Failpoints.Hit(Failpoints.ResumeAfterNetwork);
             var launch = context.Launch(record, token, network);
             instance = await pausable.ResumeAsync(launch, record.Report ?? throw new InvalidOperationException("the paused sandbox has no boundary report"), cancellationToken);
             context.Connector.Register(sandboxId, network);
@@ -96,6 +97,7 @@ internal sealed class SandboxResumer(SandboxContext context, UsageMeter meter, S
                 : new SandboxException(SandboxErrorKind.Internal, "resume_failed", $"Sandbox {sandboxId} could not be resumed{(keep ? " (it stays paused)" : "")}: {ex.Message}", ex);
         }
 
+        Failpoints.Hit(Failpoints.ResumeBeforeRunning);
         var now = context.Now;
         record = record with
         {

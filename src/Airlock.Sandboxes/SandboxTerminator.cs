@@ -37,6 +37,7 @@ internal sealed class SandboxTerminator(SandboxContext context, UsageMeter meter
         var id = live.Record.SandboxId;
         context.Connector.Unregister(id);
         await CleanupAsync(id, live.Record.Boundary, live.Instance, live.Record.Network);
+        Failpoints.Hit(Failpoints.KillBeforeRecord);
         var now = context.Now;
         live.Record = live.Record with
         {
@@ -84,6 +85,7 @@ internal sealed class SandboxTerminator(SandboxContext context, UsageMeter meter
             {
                 await instance.KillAsync(cts.Token);
                 await instance.DisposeAsync();
+                Failpoints.Hit(Failpoints.KillAfterStop);
             }
 
             await context.Drivers[boundary].CleanupAsync(id, context.Options.StateDir(id), cts.Token);

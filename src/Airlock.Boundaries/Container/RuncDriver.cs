@@ -20,7 +20,8 @@ namespace Airlock.Boundaries.Container;
 /// <remarks>
 /// <code>
 /// StartAsync: layer.img (disk quota) → idmapped template + overlay → cgroups with limits (fail closed)
-///           → bundle/config.json → [setpriv --pdeathsig] runc run [-d] → pid file → agent listening
+///           → bundle/config.json → [tether: setpriv --pdeathsig] sh → setpriv --pdeathsig → runc run [-d] → pid file
+///           → tini -p SIGKILL → agent listening
 /// Pause to disk: runc pause → delete --force → unmount (layer.img kept: files survive, processes do not — no CRIU)
 /// Resume: StartAsync on the kept layer.img, its files shifted to the new slot's id range
 /// </code>
@@ -151,7 +152,7 @@ public sealed partial class RuncDriver : ISandboxDriver, IPausableDriver
 
             var pidFile = Path.Combine(launch.StateDir, "init.pid");
             File.Delete(pidFile);
-            var process = await DedicatedSpawner.StartAsync(LaunchCommand(launch, bundle, pidFile));
+            var process = await DedicatedSpawner.StartAsync(LaunchCommand(launch, bundle, pidFile), tethered: !launch.KeepOnShutdown);
             var pid = await WaitForPidAsync(launch, process, pidFile, cancellationToken);
 
             var report = new BoundaryReport
@@ -224,6 +225,13 @@ public sealed partial class RuncDriver : ISandboxDriver, IPausableDriver
         var unmounted = WritableLayer.Unmount(stateDir);
         Log.Unmounted(_logger, stateDir, unmounted.Count);
         actions.AddRange(unmounted);
+        // A stop for a sandbox kept paused comes with a stand-in state directory: its own mounts are detached by id too.
+        var own = Path.Combine(SandboxesDir, sandboxId);
+        if (!string.Equals(Path.GetFullPath(own), Path.GetFullPath(stateDir), StringComparison.Ordinal))
+        {
+            actions.AddRange(WritableLayer.Unmount(own));
+        }
+
         return actions;
     }
 

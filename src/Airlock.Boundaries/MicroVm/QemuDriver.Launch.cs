@@ -81,7 +81,7 @@ public sealed partial class QemuDriver
         var cgroupLimits = limits with { MemoryMiB = limits.MemoryMiB + options.OverheadMiB, Pids = 256, CpuMillis = Math.Max(limits.CpuMillis, limits.VCpus * 1000) };
         new VmConfig(boot.Kernel, boot.Initramfs, accel, machine).Write(launch.StateDir);
         var procs = _cgroups.Create(launch.SandboxId, cgroupLimits);
-        var process = await DedicatedSpawner.StartAsync(LaunchCommand(launch, uid, procs, args));
+        var process = await DedicatedSpawner.StartAsync(LaunchCommand(launch, uid, procs, args), tethered: !launch.KeepOnShutdown);
         QmpClient? qmp = null;
         try
         {
@@ -145,8 +145,9 @@ public sealed partial class QemuDriver
 
     private ProcessStartInfo LaunchCommand(SandboxLaunch launch, uint uid, IReadOnlyList<string> cgroupProcs, IReadOnlyList<string> qemuArgs)
     {
-        // As for bubblewrap: a root shell joins the cgroups before anything runs, then nsenter joins the sandbox's
-        // network namespace (its tap is there) and setpriv drops to the sandbox's uid with no capabilities.
+        // As for bubblewrap: tethered to airlockd first (DedicatedSpawner), a root shell joins the cgroups before anything
+        // runs, then nsenter joins the sandbox's network namespace (its tap is there) and setpriv drops to the sandbox's uid
+        // with no capabilities and sets the parent-death signal again after that change (the kernel cleared the tether's).
         var start = new ProcessStartInfo("/bin/sh") { UseShellExecute = false };
         start.ArgumentList.Add("-c");
         start.ArgumentList.Add("""

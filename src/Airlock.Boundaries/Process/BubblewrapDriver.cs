@@ -18,8 +18,9 @@ namespace Airlock.Boundaries.Process;
 /// </summary>
 /// <remarks>
 /// <code>
-/// StartAsync: layer.img (disk quota) → overlay on the template → cgroups with limits → sh (joins the cgroups)
-///           → nsenter (sandbox netns) → setpriv (sandbox uid, no caps) → bwrap → agent
+/// StartAsync: layer.img (disk quota) → overlay on the template → cgroups with limits → [tether: setpriv --pdeathsig]
+///           → sh (joins the cgroups) → nsenter (sandbox netns) → setpriv (sandbox uid, no caps, pdeathsig again)
+///           → bwrap (--die-with-parent) → agent
 /// Pause to disk: freeze → kill through the cgroup → unmount (layer.img kept: files survive, processes do not)
 /// Resume: StartAsync on the kept layer.img, its files moved to the new slot's uid
 /// </code>
@@ -134,7 +135,7 @@ public sealed class BubblewrapDriver(BubblewrapOptions options, ILogger<Bubblewr
             await File.WriteAllBytesAsync(seccompPath, _seccomp!.Value.Bpf, cancellationToken);
 
             var start = LaunchCommand(launch, hostId, merged, procs, seccompPath);
-            var process = await DedicatedSpawner.StartAsync(start);
+            var process = await DedicatedSpawner.StartAsync(start, tethered: !launch.KeepOnShutdown);
             var report = new BoundaryReport
             {
                 Boundary = BoundaryKind.Process.Name(),
@@ -181,8 +182,19 @@ public sealed class BubblewrapDriver(BubblewrapOptions options, ILogger<Bubblewr
         return actions;
     }
 
-    private Task<IReadOnlyList<string>> StopAsync(string sandboxId, string stateDir, CancellationToken cancellationToken) =>
-        StopAsync(_cgroups, _logger, sandboxId, stateDir, cancellationToken);
+    private async Task<IReadOnlyList<string>> StopAsync(string sandboxId, string stateDir, CancellationToken cancellationToken)
+    {
+        var actions = new List<string>(await StopAsync(_cgroups, _logger, sandboxId, stateDir, cancellationToken));
+        // The reconciler stops a sandbox it keeps paused with a stand-in state directory (nothing of its saved state may
+        // go): its mounts are found by id (FindLeftoversAsync), so they are detached by id too.
+        var own = Path.Combine(SandboxesDir, sandboxId);
+        if (!string.Equals(Path.GetFullPath(own), Path.GetFullPath(stateDir), StringComparison.Ordinal))
+        {
+            actions.AddRange(WritableLayer.Unmount(own));
+        }
+
+        return actions;
+    }
 
     /// <summary>Kills what runs in the sandbox's cgroups and detaches its mounts; the state directory (and layer image) stays.</summary>
     internal static async Task<IReadOnlyList<string>> StopAsync(CgroupManager cgroups, ILogger logger, string sandboxId, string stateDir, CancellationToken cancellationToken)
@@ -262,8 +274,8 @@ public sealed class BubblewrapDriver(BubblewrapOptions options, ILogger<Bubblewr
 
     private ProcessStartInfo LaunchCommand(SandboxLaunch launch, uint hostId, string merged, IReadOnlyList<string> cgroupProcs, string seccompPath)
     {
-        // A root shell joins the cgroups with its own pid before anything runs (no window outside the limits), then
-        // execs: nsenter joins the sandbox's network namespace, setpriv drops to the sandbox's host uid with no
+        // Tethered to airlockd first (DedicatedSpawner), a root shell joins the cgroups with its own pid before anything
+        // runs (no window outside the limits), then execs: nsenter joins the sandbox's network namespace, setpriv drops to the sandbox's host uid with no
         // capabilities, and bwrap builds the rest. The shell opens the filter as fd 9 for bwrap's --seccomp.
         var start = new ProcessStartInfo("/bin/sh") { UseShellExecute = false };
         start.ArgumentList.Add("-c");
@@ -283,7 +295,10 @@ public sealed class BubblewrapDriver(BubblewrapOptions options, ILogger<Bubblewr
         List<string> args =
         [
             "nsenter", $"--net=/run/netns/{launch.Network.Namespace}", "--",
-            "setpriv", $"--reuid={id}", $"--regid={id}", "--clear-groups", "--inh-caps=-all", "--bounding-set=-all", "--",
+            "setpriv", $"--reuid={id}", $"--regid={id}", "--clear-groups", "--inh-caps=-all", "--bounding-set=-all",
+            // The uid change clears the parent-death signal the tether set: setpriv sets it again after the change.
+            .. launch.KeepOnShutdown ? Array.Empty<string>() : ["--pdeathsig=KILL"],
+            "--",
             options.Bwrap,
             "--unshare-user", "--uid", uid, "--gid", uid,
             "--unshare-ipc", "--unshare-pid", "--unshare-uts", "--unshare-cgroup-try",
