@@ -67,6 +67,23 @@ internal static class AirlockCli
         return root;
     }
 
+    /// <summary>A command that takes one id, calls the server with it and says what it did on stderr (kill, revoke, rm).</summary>
+    public static Command OnId(CliConsole console, GlobalOptions globals, string name, string description, string idDescription,
+        Func<AirlockClient, string, CancellationToken, Task> call, string done)
+    {
+        var id = new Argument<string>("id") { Description = idDescription };
+        var command = new Command(name, description) { id };
+        command.SetAction(Guard(console, async (parse, cancellationToken) =>
+        {
+            using var client = globals.CreateClient(parse, console);
+            var value = parse.GetValue(id)!;
+            await call(client, value, cancellationToken);
+            await console.Error.WriteLineAsync($"{done} {value}");
+            return ExitOk;
+        }));
+        return command;
+    }
+
     /// <summary>Wraps an action so expected failures print <c>error: ...</c> and map to exit codes.</summary>
     public static Func<ParseResult, CancellationToken, Task<int>> Guard(CliConsole console, Func<ParseResult, CancellationToken, Task<int>> action) =>
         async (parse, cancellationToken) =>

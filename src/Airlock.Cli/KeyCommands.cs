@@ -78,20 +78,9 @@ internal static class KeyCommands
         return command;
     }
 
-    private static Command Revoke(CliConsole console, GlobalOptions globals)
-    {
-        var id = new Argument<string>("id") { Description = "Key id (from key ls)" };
-        var command = new Command("revoke", "Revoke an API key: its next request gets 401") { id };
-        command.SetAction(AirlockCli.Guard(console, async (parse, cancellationToken) =>
-        {
-            using var client = globals.CreateClient(parse, console);
-            var keyId = parse.GetValue(id)!;
-            await client.RevokeApiKeyAsync(keyId, cancellationToken);
-            await console.Error.WriteLineAsync($"revoked {keyId}");
-            return AirlockCli.ExitOk;
-        }));
-        return command;
-    }
+    private static Command Revoke(CliConsole console, GlobalOptions globals) =>
+        AirlockCli.OnId(console, globals, "revoke", "Revoke an API key: its next request gets 401", "Key id (from key ls)",
+            (client, id, ct) => client.RevokeApiKeyAsync(id, ct), "revoked");
 
     private static Command Rotate(CliConsole console, GlobalOptions globals)
     {

@@ -315,20 +315,8 @@ internal static partial class SandboxCommands
         return command;
     }
 
-    private static Command Kill(CliConsole console, GlobalOptions globals)
-    {
-        var id = new Argument<string>("id") { Description = "Sandbox id" };
-        var command = new Command("kill", "Kill a sandbox") { id };
-        command.SetAction(AirlockCli.Guard(console, async (parse, cancellationToken) =>
-        {
-            using var client = globals.CreateClient(parse, console);
-            var sandboxId = parse.GetValue(id)!;
-            await client.KillAsync(sandboxId, cancellationToken);
-            await console.Error.WriteLineAsync($"killed {sandboxId}");
-            return AirlockCli.ExitOk;
-        }));
-        return command;
-    }
+    private static Command Kill(CliConsole console, GlobalOptions globals) =>
+        AirlockCli.OnId(console, globals, "kill", "Kill a sandbox", "Sandbox id", (client, id, ct) => client.KillAsync(id, ct), "killed");
 
     /// <summary>Streams a command's output to stdout/stderr as it comes and returns its exit code.</summary>
     private static async Task<int> StreamAsync(CliConsole console, Sandbox sandbox, string line, RunOptions options, CancellationToken cancellationToken)

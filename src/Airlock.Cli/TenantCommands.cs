@@ -72,20 +72,9 @@ internal static class TenantCommands
         return command;
     }
 
-    private static Command Remove(CliConsole console, GlobalOptions globals)
-    {
-        var id = new Argument<string>("id") { Description = "Tenant id" };
-        var command = new Command("rm", "Delete a tenant and revoke its keys (refused while it has sandboxes running or paused)") { id };
-        command.SetAction(AirlockCli.Guard(console, async (parse, cancellationToken) =>
-        {
-            using var client = globals.CreateClient(parse, console);
-            var tenantId = parse.GetValue(id)!;
-            await client.DeleteTenantAsync(tenantId, cancellationToken);
-            await console.Error.WriteLineAsync($"deleted {tenantId}");
-            return AirlockCli.ExitOk;
-        }));
-        return command;
-    }
+    private static Command Remove(CliConsole console, GlobalOptions globals) =>
+        AirlockCli.OnId(console, globals, "rm", "Delete a tenant and revoke its keys (refused while it has sandboxes running or paused)", "Tenant id",
+            (client, id, ct) => client.DeleteTenantAsync(id, ct), "deleted");
 
     private static string Text(int? value) => value?.ToString(CultureInfo.InvariantCulture) ?? "-";
 }

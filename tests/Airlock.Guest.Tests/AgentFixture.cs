@@ -60,40 +60,12 @@ public sealed class AgentFixture : IAsyncLifetime
         start.Environment["AIRLOCK_ACCESS_TOKEN"] = Token;
         start.Environment["AIRLOCK_SHOULD_NOT_LEAK"] = "x";
         start.Environment["HOME"] = Root;
-        start.RedirectStandardOutput = true;
-        start.RedirectStandardError = true;
-        _process = Process.Start(start)!;
-        _process.OutputDataReceived += (_, _) => { };
-        _process.ErrorDataReceived += (_, _) => { };
-        _process.BeginOutputReadLine();
-        _process.BeginErrorReadLine();
-        for (var i = 0; i < 200; i++)
-        {
-            if (_process.HasExited)
-            {
-                throw new InvalidOperationException($"the agent exited with {_process.ExitCode}");
-            }
-
-            if (await Client().HealthAsync(CancellationToken.None))
-            {
-                return;
-            }
-
-            await Task.Delay(100);
-        }
-
-        throw new TimeoutException("the agent did not answer /health within 20 s");
+        _process = await AgentProcess.StartAsync(start, () => Client().HealthAsync(CancellationToken.None));
     }
 
     public async Task DisposeAsync()
     {
-        if (_process is { HasExited: false })
-        {
-            _process.Kill(entireProcessTree: true);
-            await _process.WaitForExitAsync();
-        }
-
-        _process?.Dispose();
+        await AgentProcess.StopAsync(_process);
         Http.Dispose();
         Directory.Delete(Root, recursive: true);
     }

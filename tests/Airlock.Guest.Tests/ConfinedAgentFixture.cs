@@ -46,7 +46,7 @@ public sealed class ConfinedAgentFixture : IAsyncLifetime
         await File.WriteAllBytesAsync(Filter, SeccompProfile.Compile(Dir).Bpf);
         var port = Loopback.FreePort();
         BaseAddress = new Uri($"http://127.0.0.1:{port}/");
-        var start = new ProcessStartInfo(Agent) { RedirectStandardOutput = true, RedirectStandardError = true };
+        var start = new ProcessStartInfo(Agent);
         foreach (var arg in new[] { "--listen", $"127.0.0.1:{port}", "--confine-filter", Filter })
         {
             start.ArgumentList.Add(arg);
@@ -54,38 +54,12 @@ public sealed class ConfinedAgentFixture : IAsyncLifetime
 
         start.Environment["AIRLOCK_ACCESS_TOKEN"] = Token;
         start.Environment["HOME"] = Dir;
-        _process = Process.Start(start)!;
-        _process.OutputDataReceived += (_, _) => { };
-        _process.ErrorDataReceived += (_, _) => { };
-        _process.BeginOutputReadLine();
-        _process.BeginErrorReadLine();
-        for (var i = 0; i < 200; i++)
-        {
-            if (_process.HasExited)
-            {
-                throw new InvalidOperationException($"the agent exited with {_process.ExitCode}");
-            }
-
-            if (await Client().HealthAsync(CancellationToken.None))
-            {
-                return;
-            }
-
-            await Task.Delay(100);
-        }
-
-        throw new TimeoutException("the agent did not answer /health within 20 s");
+        _process = await AgentProcess.StartAsync(start, () => Client().HealthAsync(CancellationToken.None));
     }
 
     public async Task DisposeAsync()
     {
-        if (_process is { HasExited: false })
-        {
-            _process.Kill(entireProcessTree: true);
-            await _process.WaitForExitAsync();
-        }
-
-        _process?.Dispose();
+        await AgentProcess.StopAsync(_process);
         Http.Dispose();
         Directory.Delete(Dir, recursive: true);
     }
