@@ -22,14 +22,16 @@ public sealed class HostileFileTests(HostFixture fixture) : IClassFixture<HostFi
             var (exit, _, stderr) = await Host.RunAsync(sandbox, "mkfifo /home/user/out.txt");
             Assert.True(exit == 0, stderr);
 
-            // An orchestrator polling the output file and giving up after a second each time: 100 reads, 25 at once.
+            // An orchestrator polling the output file and giving up after a second each time: 100 reads, 4 at once (the
+            // gateway's default per-sandbox transfer limit, so they reach the agent; one that races a slot still held gets 429).
             using var http = new HttpClient { Timeout = TimeSpan.FromSeconds(30) };
             var envd = Host.Envd(sandbox, http);
             var refused = 0;
             var abandoned = 0;
-            for (var round = 0; round < 4; round++)
+            var limited = 0;
+            for (var round = 0; round < 25; round++)
             {
-                await Task.WhenAll(Enumerable.Range(0, 25).Select(async _ =>
+                await Task.WhenAll(Enumerable.Range(0, 4).Select(async _ =>
                 {
                     using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(1));
                     try
@@ -39,6 +41,10 @@ public sealed class HostileFileTests(HostFixture fixture) : IClassFixture<HostFi
                     catch (EnvdException e) when (e.HttpStatus == 400)
                     {
                         Interlocked.Increment(ref refused);
+                    }
+                    catch (EnvdException e) when (e.HttpStatus == 429)
+                    {
+                        Interlocked.Increment(ref limited);
                     }
                     catch (OperationCanceledException)
                     {
@@ -57,7 +63,7 @@ public sealed class HostileFileTests(HostFixture fixture) : IClassFixture<HostFi
             Assert.True(clock.Elapsed < TimeSpan.FromSeconds(5), $"the command took {clock.Elapsed}");
             var detail = await Host.Http.GetFromJsonAsync($"/sandboxes/{sandbox.SandboxId}", ApiJsonContext.Default.SandboxDetail);
             Assert.Equal("running", detail!.State);
-            Assert.True(refused == 100, $"{refused} refused, {abandoned} abandoned");
+            Assert.True(abandoned == 0 && refused + limited == 100 && refused >= 50, $"{refused} refused, {limited} limited, {abandoned} abandoned");
         }
         finally
         {
