@@ -163,7 +163,7 @@ internal static partial class SandboxCommands
                 table.AddRow(
                     s.SandboxId,
                     Markup.Escape(s.TemplateId),
-                    Markup.Escape(s.State),
+                    Markup.Escape(s.Health == "unresponsive" ? "unresponsive" : s.State),
                     Markup.Escape(s.Boundary is { } b ? $"{b.Boundary} ({b.Driver})" + (b.Downgrade is null ? "" : " downgraded") : "-"),
                     s.StartedAt.ToLocalTime().ToString("yyyy-MM-dd HH:mm:ss", CultureInfo.InvariantCulture),
                     s.EndAt.ToLocalTime().ToString("yyyy-MM-dd HH:mm:ss", CultureInfo.InvariantCulture),

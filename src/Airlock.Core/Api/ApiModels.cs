@@ -170,6 +170,12 @@ public sealed record SandboxDetail
     [JsonPropertyName("metadata")] public IReadOnlyDictionary<string, string>? Metadata { get; init; }
     /// <summary>E2B states are running|paused; Airlock adds its own lifecycle states.</summary>
     [JsonPropertyName("state")] public required string State { get; init; }
+    /// <summary>
+    /// Airlock: <c>unresponsive</c> when the agent of a running sandbox missed its health checks (the reason is in
+    /// <see cref="FailureReason"/>), <c>ok</c> for a running sandbox that answers. <see cref="State"/> stays
+    /// <c>running</c> then: E2B's Python SDK refuses a state outside its enum, for every sandbox of a list.
+    /// </summary>
+    [JsonPropertyName("health")] public string? Health { get; init; }
     [JsonPropertyName("failureReason")] public string? FailureReason { get; init; }
     [JsonPropertyName("boundary")] public BoundaryReport? Boundary { get; init; }
     /// <summary>Airlock: when the sandbox was paused (paused sandboxes only).</summary>
